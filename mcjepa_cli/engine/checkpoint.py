@@ -1,0 +1,138 @@
+"""Checkpoints: self-describing, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint is a dict of tensors and plain Python values only (no pickled classes):
+``format``, ``version``, ``recipe`` (resolved, plain dict), ``model`` (state dict), ``step``,
+and for resuming ``optimizer``, ``scaler``, ``rng``, ``data``. ``--checkpoint`` everywhere takes
+a checkpoint file, a run directory (its ``checkpoints/last.pt``) or ``latest`` (the newest run
+under ``runs/``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcjepa_cli import __version__
+from mcjepa_cli.errors import UserError
+from mcjepa_cli.io.atomic import atomic_path
+
+CHECKPOINT_FORMAT = "mcjepa-checkpoint"
+CHECKPOINT_VERSION = 1
+RUNS_DIR = Path("runs")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+               "mcjepa_version": __version__, **state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def newest_run(runs_dir: Path | None = None) -> Path:
+    """The most recently modified run directory under ``runs/`` that holds a checkpoint."""
+    base = Path(runs_dir) if runs_dir is not None else Path(os.environ.get("MCJEPA_RUNS", RUNS_DIR))
+    if not base.is_dir():
+        raise UserError("latest", f"no runs found: {base}/ does not exist (train one with mcjepa pretrain)")
+    runs = [d for d in base.iterdir() if (d / "checkpoints" / "last.pt").is_file()]
+    if not runs:
+        raise UserError("latest", f"no run under {base}/ has a checkpoints/last.pt")
+    return max(runs, key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint file, a run directory (-> ``checkpoints/last.pt``) or ``latest``."""
+    text = str(spec)
+    if text == "latest":
+        return newest_run() / "checkpoints" / "last.pt"
+    p = Path(text).expanduser()
+    if p.is_dir():
+        cand = p / "checkpoints" / "last.pt"
+        if cand.is_file():
+            return cand
+        if (p / "last.pt").is_file():
+            return p / "last.pt"
+        raise UserError(p, "run directory has no checkpoints/last.pt")
+    if not p.exists():
+        raise UserError(p, "checkpoint not found (expected a .pt file, a run directory or 'latest')")
+    return p
+
+
+def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check an mcjepa checkpoint safely (``weights_only=True``: never runs code).
+
+    Raises:
+        UserError: unreadable, needs pickled code, or not an mcjepa checkpoint.
+    """
+    path = resolve_checkpoint(spec)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise UserError(path, "refused to load: the file needs pickled code or objects, which "
+                        f"weights_only loading never executes ({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError,
+            IndexError, TypeError, UnicodeDecodeError) as e:
+        raise UserError(path, f"not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(path, "not an mcjepa checkpoint (expected a file written by mcjepa pretrain)")
+    if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("recipe"), dict):
+        raise UserError(path, "mcjepa checkpoint is missing its model weights or recipe")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]):
+    """Rebuild the model described by a loaded checkpoint and load its weights (strict)."""
+    from mcjepa_cli.config import recipe_from_dict
+    from mcjepa_cli.models import build_model
+
+    recipe = recipe_from_dict(ckpt["recipe"], source=f"{ckpt.get('path', 'checkpoint')}: recipe")
+    try:
+        model = build_model(recipe.model)
+    except ValueError as e:
+        raise UserError(ckpt.get("path", "checkpoint"), f"cannot rebuild its model: {e}") from None
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise UserError(ckpt.get("path", "checkpoint"),
+                        f"weights do not match the {recipe.model.encoder.arch} model it describes "
+                        f"(missing {len(missing)} keys, unexpected {len(unexpected)})")
+    return model, recipe
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu"):
+    """Load a trained MC-JEPA model for evaluation.
+
+    Args:
+        spec: checkpoint file, run directory, or ``latest``.
+        device: where to put the model.
+
+    Returns:
+        (model in eval mode on ``device``, resolved recipe as a plain dict).
+    """
+    ckpt = load_checkpoint(spec)
+    model, _ = model_from_checkpoint(ckpt)
+    model.to(device).eval()
+    return model, ckpt["recipe"]
+
+
+def build_random_model(arch: str = "convnext_atto", device: str | torch.device = "cpu", seed: int = 0):
+    """The same architecture with random initialisation: the baseline of every evaluation."""
+    from mcjepa_cli.models import ModelConfig, build_model
+
+    cfg = ModelConfig()
+    cfg.encoder.arch = arch
+    cfg.content = False  # the expander plays no part in evaluation
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = build_model(cfg)
+    except ValueError as e:
+        raise UserError(f"--arch {arch}", str(e)) from None
+    finally:
+        torch.random.set_rng_state(state)
+    return model.to(device).eval()

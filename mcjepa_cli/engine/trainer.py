@@ -1,0 +1,586 @@
+"""The pretraining engine: one loop for every recipe, 1 process or DDP under torchrun.
+
+Each step draws one batch of frame pairs and one batch of two-view images, computes the
+MC-JEPA objective (``mcjepa_cli.losses.objective``), and takes an AdamW step. The loop logs every
+term to ``metrics.jsonl`` (and TensorBoard when installed), writes atomic checkpoints, skips
+non-finite steps, stops cleanly on SIGINT/SIGTERM, and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from mcjepa_cli.config import Recipe, dump_recipe, recipe_from_dict, to_dict
+from mcjepa_cli.engine import distributed as du
+from mcjepa_cli.engine.checkpoint import load_checkpoint, newest_run, save_checkpoint
+from mcjepa_cli.engine.device import resolve_device, resolve_precision
+from mcjepa_cli.engine.pretrain_data import build_pretrain_datasets
+from mcjepa_cli.engine.sampling import KeyedDataset, StepBatchSampler
+from mcjepa_cli.engine.schedules import warmup_cosine
+from mcjepa_cli.errors import RunFailed, UserError
+from mcjepa_cli.io.atomic import atomic_write_text
+from mcjepa_cli.losses.objective import LossConfig, mcjepa_objective
+from mcjepa_cli.models import MCJEPA, build_model
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class PretrainStep(nn.Module):
+    """Wraps the model so DDP sees one ``forward`` that returns the objective."""
+
+    def __init__(self, model: MCJEPA, loss_cfg: LossConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_cfg = loss_cfg
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int, flow_on: bool):
+        return mcjepa_objective(self.model, batch, self.loss_cfg, step, flow_on)
+
+
+@dataclass
+class RunPlan:
+    total_steps: int
+    warmup_steps: int
+    flow_start_step: int
+    steps_per_epoch: int
+
+
+def plan_schedule(recipe: Recipe, n_images: int | None) -> RunPlan:
+    """Convert the recipe's schedule (steps or epochs) into step counts."""
+    s = recipe.schedule
+    if s.unit == "steps":
+        spe = s.steps_per_epoch or 1
+        conv = 1.0
+    else:
+        if s.steps_per_epoch:
+            spe = s.steps_per_epoch
+        elif n_images:
+            spe = max(1, n_images // recipe.data.image_batch_size)
+        else:
+            raise UserError("schedule.steps_per_epoch",
+                            "needed when unit is 'epochs' and there is no content data")
+        conv = float(spe)
+    total = max(1, int(round(s.total * conv)))
+    return RunPlan(total, int(round(s.warmup * conv)), int(round(s.flow_start * conv)), spe)
+
+
+def param_groups(model: MCJEPA, recipe: Recipe) -> list[dict[str, Any]]:
+    """AdamW groups: encoder / flow head / expander, each split into decay and no-decay."""
+    o = recipe.optim
+    parts = [("encoder", model.encoder, o.lr_encoder), ("flow_head", model.flow_head, o.lr_flow_head)]
+    if model.expander is not None:
+        parts.append(("expander", model.expander, o.lr_expander))
+    groups = []
+    for name, module, lr in parts:
+        decay, no_decay = [], []
+        for pname, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or pname.endswith(".bias") else decay).append(p)
+        for suffix, params, wd in ((name, decay, o.weight_decay), (f"{name}_no_decay", no_decay, 0.0)):
+            if params:
+                groups.append({"name": suffix, "params": params, "lr": lr, "base_lr": lr,
+                               "weight_decay": wd})
+    return groups
+
+
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                             "python_version": random.getstate()[0]}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate((int(state["python_version"]), tuple(int(v) for v in state["python"]), None))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _to_float(v: torch.Tensor | float) -> float:
+    return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+class _Signals:
+    """Records SIGINT/SIGTERM so the loop can checkpoint and exit cleanly (130 / 143)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in SIGNAL_EXIT:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread (e.g. some test runners)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = SIGNAL_EXIT.get(signal.Signals(signum), 1)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def prepare_run_dir(name: str, output: str | None, resume: str | None,
+                    overwrite: bool) -> tuple[Path, Path | None]:
+    """Choose the run directory and the checkpoint to resume from (if any)."""
+    if resume:
+        if resume == "latest":
+            run_dir = newest_run()
+        else:
+            p = Path(resume)
+            if p.is_file():
+                run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+                return (Path(output) if output else run_dir), p
+            run_dir = p
+        ckpt = run_dir / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise UserError(run_dir, "cannot resume: no checkpoints/last.pt in this run directory")
+        return (Path(output) if output else run_dir), ckpt
+    run_dir = Path(output) if output else Path("runs") / f"{name}-{_timestamp()}"
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(run_dir, "run directory exists; pass --resume to continue it or --overwrite to replace it")
+    return run_dir, None
+
+
+def pretrain(recipe: Recipe | None, *, output: str | None = None, resume: str | None = None,
+             overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Run MC-JEPA pretraining as described by ``recipe``; returns the end-of-run summary.
+
+    Args:
+        recipe: the resolved recipe (None when resuming: the checkpoint's recipe is used).
+        output: run directory (default ``runs/<recipe>-<timestamp>``).
+        resume: a checkpoint, run directory or ``latest`` to continue exactly.
+        overwrite: allow reusing a non-empty run directory without resuming.
+        show_progress: draw the rich progress bar (rank 0 only).
+    """
+    if recipe is None and resume is None:
+        raise UserError("recipe", "a recipe is needed unless resuming")
+    if recipe is None:
+        _, ckpt_path = prepare_run_dir("", output, resume, overwrite)
+        recipe = recipe_from_dict(load_checkpoint(ckpt_path)["recipe"], source=f"{ckpt_path}: recipe")
+    device = resolve_device(recipe.train.device)
+    if device.type == "cuda" and du.launched_by_torchrun():
+        device = torch.device("cuda", du.local_rank())
+        torch.cuda.set_device(device)
+    distributed = du.init(device.type)
+    try:
+        return _pretrain(recipe, device, output, resume, overwrite, show_progress, distributed)
+    finally:
+        du.shutdown()
+
+
+def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: str | None,
+              overwrite: bool, show_progress: bool, distributed: bool) -> dict[str, Any]:
+    rank, world = du.rank(), du.world_size()
+    main = rank == 0
+    run_dir, resume_ckpt = prepare_run_dir(recipe.name, output, resume, overwrite)
+    ckpt: dict[str, Any] | None = None
+    if resume_ckpt is not None:
+        ckpt = load_checkpoint(resume_ckpt)
+        recipe = recipe_from_dict(ckpt["recipe"], source=f"{resume_ckpt}: recipe")
+    # batch sizes are global: each rank takes its share
+    for key, value in (("data.flow_batch_size", recipe.data.flow_batch_size),
+                       ("data.image_batch_size", recipe.data.image_batch_size)):
+        if value % world:
+            raise UserError(key, f"{value} is not divisible by the {world} processes")
+    flow_local = recipe.data.flow_batch_size // world
+    image_local = recipe.data.image_batch_size // world
+    autocast_dtype = resolve_precision(recipe.train.precision, device)
+
+    torch.manual_seed(recipe.train.seed)  # same initial weights on every rank
+    random.seed(recipe.train.seed)
+    model = build_model(recipe.model)
+    if recipe.model.encoder.init:
+        from mcjepa_cli.models.timm_io import load_timm_encoder_weights
+
+        load_timm_encoder_weights(model, recipe.model.encoder.init)
+    model.to(device)
+    if recipe.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    flow_ds, image_ds, data_stats = build_pretrain_datasets(recipe)
+    plan = plan_schedule(recipe, len(image_ds) if image_ds is not None else None)
+    use_content = model.expander is not None and image_ds is not None
+
+    optimizer = torch.optim.AdamW(param_groups(model, recipe), lr=recipe.optim.lr_encoder,
+                                  betas=tuple(recipe.optim.betas))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    start_step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_step = int(ckpt["step"])
+    step_module: nn.Module = PretrainStep(model, recipe.loss)
+    if distributed:
+        step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                          find_unused_parameters=True)
+    if recipe.train.compile:
+        step_module = torch.compile(step_module)
+
+    seed = recipe.train.seed
+    nw = recipe.data.num_workers
+
+    def loader(ds, local_batch: int, salt: int):
+        sampler = StepBatchSampler(len(ds), local_batch, seed=seed * 7919 + salt, rank=rank,
+                                   world_size=world, start_step=start_step, total_steps=plan.total_steps)
+        return iter(DataLoader(KeyedDataset(ds, seed * 104729 + salt), batch_sampler=sampler,
+                               num_workers=nw, persistent_workers=False,
+                               pin_memory=device.type == "cuda", prefetch_factor=4 if nw else None))
+
+    flow_iter = loader(flow_ds, flow_local, 1) if flow_ds is not None else None
+    image_iter = loader(image_ds, image_local, 2) if use_content else None
+    # model-side randomness (VC sampling, drop path) per rank; set *after* the DataLoader
+    # iterators exist, since creating one draws from the global RNG
+    torch.manual_seed(recipe.train.seed + 1000 * rank)
+    random.seed(recipe.train.seed + 1000 * rank)
+    if ckpt is not None and ckpt.get("rng"):
+        states = ckpt["rng"]
+        _set_rng_state(states[rank] if rank < len(states) else states[0], device)
+
+    logger = _RunLogger(run_dir, recipe, main, start_step, resume=ckpt is not None)
+    if main:
+        logger.info(f"run directory: {run_dir}  |  device {device}  |  {world} process(es)  |  "
+                    f"{plan.total_steps} steps (flow from step {plan.flow_start_step})")
+
+    def save(step: int, periodic: bool) -> None:
+        rng = [_rng_state(device)]
+        if distributed:
+            torch_states = du.gather_tensors(rng[0]["torch"].to(device) if device.type != "cpu" else rng[0]["torch"])
+            rng = [dict(rng[0], torch=t.cpu()) for t in torch_states]
+        if not main:
+            return
+        state = {
+            "recipe": to_dict(recipe),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "step": step,
+            "rng": rng,
+            "world_size": world,
+        }
+        ckdir = run_dir / "checkpoints"
+        if periodic:
+            save_checkpoint(ckdir / f"step_{step:07d}.pt", state)
+            olds = sorted(ckdir.glob("step_*.pt"))
+            for old in olds[: max(0, len(olds) - recipe.train.keep_checkpoints)]:
+                old.unlink(missing_ok=True)
+        save_checkpoint(ckdir / "last.pt", state)
+
+    t0 = time.time()
+    consecutive_bad = 0
+    skipped_total = 0
+    last_log_t, last_log_step = time.time(), start_step
+    terms_f: dict[str, float] = {}
+    exit_code = 0
+    with _Signals() as sigs, logger.progress(plan.total_steps, start_step, show_progress and main) as bar:
+        step = start_step
+        while step < plan.total_steps:
+            batch: dict[str, torch.Tensor] = {}
+            flow_on = step >= plan.flow_start_step
+            if flow_iter is not None:
+                fb = next(flow_iter)  # consumed every step so the data order never depends on flow_on
+                if flow_on:
+                    batch["image1"] = fb["image1"].to(device, non_blocking=True)
+                    batch["image2"] = fb["image2"].to(device, non_blocking=True)
+            if image_iter is not None:
+                v1, v2 = next(image_iter)
+                batch["view1"] = v1.to(device, non_blocking=True)
+                batch["view2"] = v2.to(device, non_blocking=True)
+            if recipe.train.channels_last:
+                batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+            mult = warmup_cosine(step, plan.total_steps, plan.warmup_steps, recipe.optim.final_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * mult
+            optimizer.zero_grad(set_to_none=True)
+            if not batch:  # flow not started and no content branch: nothing to learn yet
+                step += 1
+                continue
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                loss, terms = step_module(batch, step, flow_on)
+            if step in recipe.train.inject_nan_at:
+                loss = loss * float("nan")
+            bad = du.any_true(not bool(torch.isfinite(loss).item()), device)
+            grad_norm = torch.zeros(())
+            if not bad:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                if recipe.optim.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, recipe.optim.grad_clip)
+                else:
+                    grad_norm = torch.linalg.vector_norm(
+                        torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
+                bad = du.any_true(not bool(torch.isfinite(grad_norm).item()), device)
+            terms_f = {k: _to_float(v) for k, v in terms.items()}
+            if bad:
+                consecutive_bad += 1
+                skipped_total += 1
+                optimizer.zero_grad(set_to_none=True)
+                if scaler.is_enabled():
+                    scaler.update()
+                culprits = [k for k, v in terms_f.items() if not math.isfinite(v)] or ["gradient"]
+                logger.event(step, "nonfinite_skip", {"terms": terms_f, "culprits": culprits,
+                                                      "consecutive": consecutive_bad})
+                if consecutive_bad >= recipe.train.max_nonfinite_steps:
+                    raise RunFailed(
+                        f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
+                        f"(last at step {step}, terms {', '.join(culprits)}); stopped. The last good "
+                        f"checkpoint is {run_dir / 'checkpoints' / 'last.pt'}")
+            else:
+                consecutive_bad = 0
+                scaler.step(optimizer)
+                scaler.update()
+            step += 1
+            if main:
+                bar.advance(terms_f)
+            if step % recipe.train.log_every == 0 or step == plan.total_steps:
+                now = time.time()
+                dt = max(now - last_log_t, 1e-9)
+                nsteps = step - last_log_step
+                record = {"step": step, "epoch": step / plan.steps_per_epoch, **terms_f,
+                          "grad_norm": _to_float(grad_norm),
+                          "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                          "steps_per_s": nsteps / dt,
+                          "pairs_per_s": nsteps * recipe.data.flow_batch_size / dt if flow_on else 0.0,
+                          "images_per_s": nsteps * recipe.data.image_batch_size / dt if use_content else 0.0,
+                          "skipped_steps": skipped_total, "skipped_samples": data_stats.skipped(),
+                          "time": now - t0}
+                logger.log(record)
+                last_log_t, last_log_step = now, step
+            signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
+            if step % recipe.train.checkpoint_every == 0 or step == plan.total_steps or signal_code:
+                save(step, periodic=step % recipe.train.checkpoint_every == 0)
+            if signal_code:
+                exit_code = signal_code
+                if main:
+                    logger.info(f"interrupted: checkpoint saved at step {step}; resume with "
+                                f"mcjepa pretrain --resume {run_dir}")
+                break
+    wall = time.time() - t0
+    sync = _ranks_in_sync(model, device) if distributed else None
+    logger.close()
+    if exit_code:
+        raise _Interrupted(exit_code)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": plan.total_steps,
+                               "wall_time_s": wall, "skipped_steps": skipped_total,
+                               "skipped_samples": data_stats.skipped()}
+    if sync is not None:
+        summary["world_size"] = world
+        summary["max_param_diff_across_ranks"] = sync
+    if main:
+        summary.update(end_of_run_report(model, recipe, device, terms_f))
+        summary["wall_time_s"] = wall
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
+    return summary
+
+
+def _ranks_in_sync(model: nn.Module, device: torch.device) -> float:
+    """Largest absolute difference of any parameter between rank 0 and the other ranks."""
+    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()]).to(device)
+    gathered = du.gather_tensors(flat)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+class _Interrupted(SystemExit):
+    """Raised after a clean stop on SIGINT / SIGTERM (exit 130 / 143)."""
+
+
+@torch.inference_mode()
+def held_out_epe(model: MCJEPA, recipe: Recipe, device: torch.device) -> tuple[float, float]:
+    """EPE of the model and of zero flow on held-out synthetic pairs (pooled over pixels)."""
+    from mcjepa_cli.data.synthetic import SyntheticFlowPairs
+
+    h, w = recipe.train.eval_size
+    ds = SyntheticFlowPairs(h, w, recipe.train.eval_pairs, seed=recipe.train.seed, split="val",
+                            cfg=recipe.data.synthetic)
+    was_training = model.training
+    model.eval()
+    err_sum = zero_sum = 0.0
+    count = 0
+    batch = 8
+    for i in range(0, len(ds), batch):
+        items = [ds[j] for j in range(i, min(len(ds), i + batch))]
+        im1 = torch.stack([it["image1"] for it in items]).to(device)
+        im2 = torch.stack([it["image2"] for it in items]).to(device)
+        gt = torch.stack([it["flow"] for it in items]).to(device)
+        pred = model.estimate_flow(im1, im2).float()
+        err_sum += float((pred - gt).norm(dim=1).sum())
+        zero_sum += float(gt.norm(dim=1).sum())
+        count += gt[:, 0].numel()
+    model.train(was_training)
+    return err_sum / count, zero_sum / count
+
+
+@torch.inference_mode()
+def embedding_std(model: MCJEPA, recipe: Recipe, device: torch.device, n: int = 64) -> float | None:
+    """Mean per-dimension std of content embeddings over held-out images (< 0.1 = collapsed)."""
+    if model.expander is None:
+        return None
+    from mcjepa_cli.data.synthetic import SyntheticImages
+
+    s = recipe.data.image_size
+    ds = SyntheticImages(s, s, n, seed=recipe.train.seed, split="val", cfg=recipe.data.synthetic)
+    imgs = torch.stack([ds[i] for i in range(len(ds))]).to(device)
+    was_training = model.training
+    model.eval()
+    z = model.embed(imgs).float()
+    model.train(was_training)
+    return float(z.std(dim=0).mean())
+
+
+def end_of_run_report(model: MCJEPA, recipe: Recipe, device: torch.device,
+                      last_terms: dict[str, float]) -> dict[str, Any]:
+    epe, zero = held_out_epe(model, recipe, device)
+    std = embedding_std(model, recipe, device)
+    report = {"heldout_epe": epe, "zero_flow_epe": zero, "epe_ratio": epe / max(zero, 1e-12),
+              "embedding_std": std, "collapsed": (std is not None and std < 0.1),
+              "last_terms": last_terms}
+    return report
+
+
+def _summary_markdown(recipe: Recipe, s: dict[str, Any]) -> str:
+    lines = [f"# Run summary: {recipe.name}", "",
+             f"- steps: {s['steps']}", f"- wall time: {s['wall_time_s']:.1f} s",
+             f"- held-out synthetic EPE: {s['heldout_epe']:.3f} px (zero flow: {s['zero_flow_epe']:.3f} px, "
+             f"ratio {s['epe_ratio']:.3f})"]
+    if s.get("embedding_std") is not None:
+        lines.append(f"- content embedding std: {s['embedding_std']:.3f} "
+                     f"({'COLLAPSED' if s['collapsed'] else 'no collapse'}; collapse = < 0.1)")
+    lines.append(f"- skipped steps (non-finite): {s['skipped_steps']}, skipped samples: {s['skipped_samples']}")
+    return "\n".join(lines) + "\n"
+
+
+class _RunLogger:
+    """Rank-aware run outputs: recipe.yaml, metrics.jsonl, TensorBoard, console, progress bar."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, main: bool, start_step: int, resume: bool) -> None:
+        self.main = main
+        self.run_dir = run_dir
+        self.tb = None
+        self.console = None
+        if not main:
+            return
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        self.metrics_path = run_dir / "metrics.jsonl"
+        if resume and self.metrics_path.exists():
+            # drop records past the resumed checkpoint (written after it, before a kill)
+            kept = []
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    if int(json.loads(line).get("step", 0)) <= start_step:
+                        kept.append(line)
+                except (ValueError, AttributeError):
+                    continue
+            atomic_write_text(self.metrics_path, "".join(k + "\n" for k in kept))
+        elif self.metrics_path.exists():
+            self.metrics_path.unlink()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step or None)
+        except ImportError:  # TensorBoard is optional
+            self.tb = None
+
+    def info(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        self._append(record)
+        if self.tb is not None:
+            step = record["step"]
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, step)
+            for k, v in record["lr"].items():
+                self.tb.add_scalar(f"lr/{k}", v, step)
+
+    def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        self._append({"step": step, "event": kind, **payload})
+        self.info(f"[yellow]step {step}: {kind} {payload.get('culprits', '')}[/yellow]")
+
+    def progress(self, total: int, start: int, enabled: bool) -> _Progress:
+        return _Progress(total, start, enabled, self.console)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _Progress:
+    """A rich progress bar with ETA and the live loss terms (a no-op when disabled)."""
+
+    SHOWN = ("loss", "photometric", "smoothness", "feature_regression", "vicreg", "embedding_std")
+
+    def __init__(self, total: int, start: int, enabled: bool, console: Any) -> None:
+        self.enabled = enabled and console is not None
+        self.total, self.start = total, start
+        self.console = console
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.prog = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[terms]}"), console=self.console,
+                                 transient=False)
+            self.prog.__enter__()
+            self.task = self.prog.add_task("pretrain", total=self.total, completed=self.start, terms="")
+        return self
+
+    def advance(self, terms: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        text = " ".join(f"{k}={terms[k]:.3g}" for k in self.SHOWN if k in terms)
+        self.prog.update(self.task, advance=1, terms=text)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.prog.__exit__(*exc)
+
+
+def run_env_summary() -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "pid": os.getpid()}

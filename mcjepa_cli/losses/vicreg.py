@@ -1,0 +1,68 @@
+"""VICReg: variance-invariance-covariance regularisation (Bardes, Ponce & LeCun, ICLR 2022)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather ``x`` (B, D) across ranks, keeping the gradient path; identity on 1 process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def variance_term(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``mean_d relu(1 - sqrt(Var_unbiased(x[:, d]) + eps))`` for (N, D) ``x``."""
+    std = torch.sqrt(x.var(dim=0, unbiased=True) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def covariance_term(x: torch.Tensor) -> torch.Tensor:
+    """Sum of squared off-diagonal entries of the unbiased covariance of (N, D) ``x``, / D."""
+    n, d = x.shape
+    xc = x - x.mean(dim=0)
+    cov = (xc.T @ xc) / (n - 1)  # (D, D)
+    off = cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()
+    return off / d
+
+
+def vicreg_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inv_coeff: float = 25.0,
+    var_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    gather: bool = True,
+) -> dict[str, torch.Tensor]:
+    """VICReg loss between two batches of embeddings.
+
+    invariance = MSE(x, y) on the local batch; variance = mean of the two branches' hinge
+    terms; covariance = sum of the two branches' off-diagonal terms (each / D). Under
+    torch.distributed (``gather=True``) the variance and covariance are computed on the
+    embeddings all-gathered from every rank, with gradient.
+
+    Args:
+        x, y: (B, D) embeddings of the two views.
+        inv_coeff, var_coeff, cov_coeff: the weights (VICReg defaults 25 / 25 / 1).
+        gather: all-gather before the variance/covariance terms when running distributed.
+
+    Returns:
+        dict with ``loss`` (weighted sum), ``invariance``, ``variance``, ``covariance`` (unweighted).
+    """
+    if x.shape != y.shape or x.dim() != 2:
+        raise ValueError(f"expected two (B, D) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    x = x.float()
+    y = y.float()
+    inv = F.mse_loss(x, y)
+    if gather:
+        x = gather_with_grad(x)
+        y = gather_with_grad(y)
+    var = 0.5 * (variance_term(x) + variance_term(y))
+    cov = covariance_term(x) + covariance_term(y)
+    loss = inv_coeff * inv + var_coeff * var + cov_coeff * cov
+    return {"loss": loss, "invariance": inv, "variance": var, "covariance": cov}

@@ -1,0 +1,54 @@
+"""Typed model hyper-parameters (nested in the recipe as ``model.*``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EncoderConfig:
+    """The pyramid encoder: a timm ConvNeXt with a split stem and one extra coarse level."""
+
+    arch: str = "convnext_atto"  # any timm ConvNeXt: convnext_atto/femto/pico/nano/tiny/small/...
+    # Channels of the stride-2 level (between the two 2x2 stem convolutions). At least 12, so
+    # that timm's 4x4/stride-4 stem factorises exactly into the pair (DESIGN.md section 6).
+    # null = half of the first stage's width.
+    stem_channels: int | None = None
+    # Channels of the stride-64 level (one more downsampling + one ConvNeXt block).
+    # null = the last stage's width.
+    extra_channels: int | None = None
+    drop_path_rate: float = 0.0
+    # A local timm ConvNeXt state dict (.pth/.pt/.safetensors) to start from; null = random.
+    init: str | None = None
+
+
+@dataclass
+class FlowHeadConfig:
+    """PWC-style coarse-to-fine flow estimator over the pyramid (DESIGN.md 1.2)."""
+
+    # Pyramid strides at which flow is estimated, coarsest first. The finest one's flow is
+    # upsampled bilinearly to the input resolution.
+    strides: list[int] = field(default_factory=lambda: [64, 32, 16, 8, 4])
+    # Features are projected (1x1 conv) to this many channels before the cost volume.
+    proj_channels: int = 32
+    radius: int = 4  # cost-volume search radius: (2r+1)^2 = 81 channels
+    # Widths of the residual-flow decoder's 3x3 convs (LayerNorm + LeakyReLU after each).
+    decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 32])
+    share_decoder: bool = True  # one decoder for every level (inputs are projected to one width)
+    max_flow: float = 128.0  # flow clipped to +-max_flow px at input resolution (paper)
+    align_corners: bool = False  # passed explicitly to every grid_sample / interpolate
+
+
+@dataclass
+class ExpanderConfig:
+    """VICReg expander on the globally pooled stride-32 level (paper: 8192-8192-8192)."""
+
+    dims: list[int] = field(default_factory=lambda: [8192, 8192, 8192])
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
+    expander: ExpanderConfig = field(default_factory=ExpanderConfig)
+    content: bool = True  # false = flow-only (M-JEPA ablation): no expander is built
