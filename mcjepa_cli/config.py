@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class OptimConfig:
     lr_expander: float = 3e-4
     weight_decay: float = 0.05  # not applied to biases and normalisation weights
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    grad_clip: float = 1.0  # max gradient norm of each part (encoder, flow head, expander); 0 = off
     final_lr_ratio: float = 0.0  # cosine schedule ends at lr * final_lr_ratio
 
 
@@ -155,13 +156,19 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             return int(value)
         raise _type_error(key, value, tp, source)
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:
+            where = f"{source}: " if source else ""
+            raise UserError(f"{where}{key}", f"expected a finite number, got {value!r}")
         raise _type_error(key, value, tp, source)
     if tp is str:
         if isinstance(value, str):
@@ -228,8 +235,12 @@ def available_recipes() -> list[str]:
 
 def find_recipe(spec: str) -> Path:
     """A recipe path, or the name of a packaged recipe (``quickstart``)."""
-    p = Path(spec).expanduser()
-    if p.is_file():
+    try:
+        p = Path(spec).expanduser()
+        is_file = p.is_file()
+    except (RuntimeError, ValueError, OSError):  # '~nosuchuser', an embedded NUL, ...
+        raise UserError(repr(spec), "not a usable recipe path or name") from None
+    if is_file:
         return p
     if p.suffix in (".yaml", ".yml") or "/" in spec or "\\" in spec:
         if p.exists():
@@ -257,6 +268,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(path, f"YAML error{where}: {problem}") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. a date like 2024-13-45
+        raise UserError(path, f"YAML error: {e.__class__.__name__}: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -301,7 +314,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise UserError(f"--set {text}", "expected section.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
         value = raw
     return parts, value
 
@@ -369,6 +382,8 @@ def validate_recipe(r: Recipe) -> None:
         raise bad("data.on_error", f"expected 'stop' or 'skip', got {r.data.on_error!r}")
     if len(r.data.flow_size) != 2 or min(r.data.flow_size) <= 0:
         raise bad("data.flow_size", f"expected [height, width], got {r.data.flow_size}")
+    if any(s < 1 for s in r.model.flow_head.strides):
+        raise bad("model.flow_head.strides", f"expected positive strides, got {r.model.flow_head.strides}")
     coarsest = max(r.model.flow_head.strides) if r.model.flow_head.strides else 64
     for side in r.data.flow_size:
         if side % coarsest:

@@ -100,6 +100,9 @@ app.command("segment-eval")(_segment_eval.segment_eval_command)
 from mcjepa_cli.commands import davis_eval as _davis_eval  # noqa: E402
 
 app.command("davis-eval")(_davis_eval.davis_eval_command)
+from mcjepa_cli.commands import export as _export  # noqa: E402
+
+app.command("export")(_export.export_command)
 
 
 def main() -> None:

@@ -174,13 +174,20 @@ def test_synthetic_set_runs_without_data(tmp_path: Path) -> None:
 
 
 def test_checkpoint_propagation(quickstart_checkpoint: Path, tmp_path: Path) -> None:
+    from mcjepa_cli.eval.davis_eval import davis_eval
+
     out = tmp_path / "ckpt"
-    res = _cli("--dataset", "synthetic", "--checkpoint", str(quickstart_checkpoint),
-               "--num-sequences", "1", "--num-frames", "3", "--synthetic-size", "64x64",
-               "--level", "s16", "--device", "cpu", "--output", str(out))
-    assert res.exit_code == 0, res.output
-    assert "stride 16" in res.output and str(quickstart_checkpoint) in res.output
-    assert len(_read_csv(out / "per-sequence_results-val.csv")) >= 1
+    result = davis_eval(dataset="synthetic", checkpoint=str(quickstart_checkpoint),
+                        num_sequences=1, num_frames=3, synthetic_size=(64, 64), level="s16",
+                        device="cpu", output=out)
+    assert result.settings["stride"] == 16 and result.settings["level"] == 3
+    assert result.settings["model"] == str(quickstart_checkpoint / "checkpoints" / "last.pt")
+    rows = _read_csv(out / "per-sequence_results-val.csv")
+    assert [r["Sequence"] for r in rows] == [s.name for s in result.objects]
+    assert result.results["J&F-Mean"] == pytest.approx(
+        np.mean([s.j_stats[0] for s in result.objects]) / 2
+        + np.mean([s.f_stats[0] for s in result.objects]) / 2
+    )
     _one_error_line(_cli("--dataset", "synthetic", "--checkpoint", str(quickstart_checkpoint),
                          "--arch", "convnext_femto"), "--arch convnext_femto")
 

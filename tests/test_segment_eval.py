@@ -284,7 +284,8 @@ def run_cli(*args: str):
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit 2, exactly one ``error:`` line (the last; progress lines may precede it), no traceback."""
+    """Exit 2; exactly one ``error:`` line, the last (progress lines may precede it); no
+    traceback."""
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
@@ -319,9 +320,11 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, monkeypatch):
 
 def test_cli_label_out_of_range_exit_2(tmp_path):
     root = make_voc(tmp_path / "VOC2012", n_train=1, n_val=1, bad_value=40)
-    result = run_cli("--dataset", "voc", "--root", str(root), "--backbone", "random",
-                     "--steps", "1", "--crop-size", "64", "-o", str(tmp_path / "o"))
-    assert_one_line_error(result, "t0.png", "0..20 or 255", "40")
+    for workers in ("0", "1"):  # raised in the main process, or carried back from a worker
+        result = run_cli("--dataset", "voc", "--root", str(root), "--backbone", "random",
+                         "--steps", "1", "--crop-size", "64", "-o", str(tmp_path / "o"),
+                         "--workers", workers)
+        assert_one_line_error(result, "t0.png", "0..20 or 255", "40")
 
 
 def test_cli_random_backbone_end_to_end(tmp_path):
@@ -336,3 +339,23 @@ def test_cli_random_backbone_end_to_end(tmp_path):
     assert data["backbone"].startswith("random convnext_atto")
     assert len(data["per_class_iou"]) == 21
     assert (out / "probe.pt").is_file() and len(list((out / "examples").glob("*.png"))) == 1
+
+
+def test_cli_quickstart_checkpoint_latest_and_probe_rerun(tmp_path, monkeypatch,
+                                                          quickstart_checkpoint):
+    monkeypatch.setenv("MCJEPA_RUNS", str(quickstart_checkpoint.parent))  # 'latest' finds it
+    root = make_voc(tmp_path / "VOC2012", n_train=2, n_val=1)
+    out = tmp_path / "o"
+    common = ["--dataset", "voc", "--root", str(root), "--checkpoint", "latest", "--crop-size",
+              "64", "--examples", "0", "--quiet"]
+    result = run_cli(*common, "--steps", "2", "--batch-size", "2", "-o", str(out), "--json",
+                     str(tmp_path / "a.json"))
+    assert result.exit_code == 0, result.output
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert Path(first["backbone"]) == quickstart_checkpoint / "checkpoints" / "last.pt"
+    result = run_cli(*common, "--probe", str(out / "probe.pt"), "-o", str(tmp_path / "o2"),
+                     "--json", str(tmp_path / "b.json"))
+    assert result.exit_code == 0, result.output
+    second = json.loads((tmp_path / "b.json").read_text())
+    assert second["miou"] == pytest.approx(first["miou"], abs=1e-12)
+    assert second["per_class_iou"] == pytest.approx(first["per_class_iou"], abs=1e-12)

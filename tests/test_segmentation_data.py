@@ -139,11 +139,10 @@ def test_voc_wrong_layout_and_missing_root(tmp_path):
 def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
     ids = np.array([i for _, i, _ in CITYSCAPES_LABELS] * 2, dtype=np.uint8).reshape(4, 17)
     expected = np.array([t for _, _, t in CITYSCAPES_LABELS] * 2).reshape(4, 17)
+    stem = "aachen_000000_000019"
     for split in ("train", "val"):
-        save_image(tmp_path / "leftImg8bit" / split / "aachen" / "aachen_000000_000019_leftImg8bit.png",
-                   4, 17)
-        save_label(tmp_path / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_labelIds.png",
-                   ids)
+        save_image(tmp_path / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", 4, 17)
+        save_label(tmp_path / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png", ids)
     splits = build_seg_splits("cityscapes", tmp_path)
     assert splits.class_names == CITYSCAPES_CLASS_NAMES
     assert [n for n, _, t in CITYSCAPES_LABELS if t != 255] == list(CITYSCAPES_CLASS_NAMES)
@@ -154,16 +153,14 @@ def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
     # precomputed labelTrainIds win when present
     tid = np.full((4, 17), 255, dtype=np.uint8)
     tid[0, :] = np.arange(17)
-    save_label(tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png",
-               tid)
+    save_label(tmp_path / "gtFine" / "val" / "aachen" / f"{stem}_gtFine_labelTrainIds.png", tid)
     splits = build_seg_splits("cityscapes", tmp_path)
     assert np.array_equal(splits.val[0][1].numpy(), tid.astype(np.int64))
 
     # a labelId beyond 33 is refused, naming the file
     bad = ids.copy()
     bad[0, 0] = 34
-    save_label(tmp_path / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png",
-               bad)
+    save_label(tmp_path / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png", bad)
     splits = build_seg_splits("cityscapes", tmp_path)
     with pytest.raises(UserError, match=r"aachen_000000_000019_gtFine_labelIds\.png.*34"):
         splits.train[0]

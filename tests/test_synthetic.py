@@ -141,26 +141,31 @@ def test_flow_is_exact_for_unoccluded_pixels() -> None:
 
 
 def test_subpixel_motion_and_small_motion_exactness() -> None:
+    """Sub-pixel motions stay under a pixel and their flow is still the best warp.
+
+    For shifts this small the bilinear re-interpolation error is comparable to the motion's
+    own, so the check is relative: the true flow beats zero flow and beats the true flow
+    nudged by a quarter pixel in any direction.
+    """
     cfg = SyntheticConfig(
         lighting_change=0.0, noise_std=0.0, blur_prob=0.0, subpixel_fraction=1.0
     )
     world = SyntheticWorld(cfg, seed=4)
-    errs, zeros = [], []
     for index in range(6):
         clip = world.clip(index, 2, 40, 56)
-        mag = clip.flow.norm(dim=1)
         # each motion is under a pixel; the camera's and a layer's add up to at most two
-        assert float(mag.max()) < 2.0
+        assert float(clip.flow.norm(dim=1).max()) < 2.0
         frames = clip.frames.double().numpy()
         keep = ~clip.occlusion[0].numpy()
-        warped = _warp_back(frames[1], clip.flow[0].double().numpy())
-        err = np.abs(warped - frames[0]).mean(0)[keep].mean()
-        zero = np.abs(frames[1] - frames[0]).mean(0)[keep].mean()
-        # tiny shifts: re-interpolation error is comparable to the motion's own, yet smaller
-        errs.append(err)
-        zeros.append(zero)
-        assert err < zero, (err, zero)
-    assert np.mean(errs) < 0.8 * np.mean(zeros)
+        flow = clip.flow[0].double().numpy()
+
+        def err(f: np.ndarray, frames: np.ndarray = frames, keep: np.ndarray = keep) -> float:
+            return float(np.abs(_warp_back(frames[1], f) - frames[0]).mean(0)[keep].mean())
+
+        best = err(flow)
+        assert best < err(np.zeros_like(flow))
+        for dx, dy in ((0.25, 0), (-0.25, 0), (0, 0.25), (0, -0.25)):
+            assert best < err(flow + np.array([dx, dy], dtype=np.float64)[:, None, None])
     no_camera = SyntheticWorld(
         SyntheticConfig(subpixel_fraction=1.0, camera_motion=0.0), seed=4
     )

@@ -40,7 +40,9 @@ def segment_eval_command(
     levels: str = typer.Option(
         None, "--levels", help="Pyramid strides the probe reads, e.g. 4,8,16,32 (default: the "
         "four ConvNeXt stages, as VICRegL) or 'all'.", show_default=False),
-    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
+    lr: float = typer.Option(
+        None, "--lr", help="AdamW learning rate (protocol: 1e-4; cpu preset: 1e-3).",
+        show_default=False),
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
     warmup_steps: int = typer.Option(
         None, "--warmup-steps", help="Linear warm-up steps before the poly decay (default: "
@@ -95,7 +97,8 @@ def segment_eval_command(
         train_images=train_images, val_images=val_images,
         log=None if quiet else (lambda s: console.print(s, markup=False, highlight=False)),
     )
-    table = Table(title=f"segment-eval {result.dataset} {result.split} ({result.num_images} images)")
+    table = Table(
+        title=f"segment-eval {result.dataset} {result.split} ({result.num_images} images)")
     table.add_column("class")
     table.add_column("IoU (%)", justify="right")
     for name, iou in result.per_class_iou.items():

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from mcjepa_cli.data.roots import resolve_root
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.io.flow_io import read_flow
-from mcjepa_cli.io.images import read_image
+from mcjepa_cli.io.images import read_image, read_image_float
 
 FLOW_DATASETS = (
     "sintel", "kitti-2015", "kitti-2012", "chairs", "things", "hd1k", "middlebury", "synthetic",
@@ -110,7 +110,6 @@ class FlowEvalSet:
         pass_name: str | None = None,
         split: str = "train",
         prediction_format: str = ".flo",
-        root: Path | None = None,
         note: str = "",
     ) -> None:
         self.name = name
@@ -118,7 +117,6 @@ class FlowEvalSet:
         self.pass_name = pass_name
         self.split = split
         self.prediction_format = prediction_format  # ".flo" or ".png" (KITTI)
-        self.root = root
         self.note = note  # a remark printed with the results (e.g. which split was used)
 
     def __len__(self) -> int:
@@ -138,7 +136,7 @@ class FlowEvalSet:
 
     def load_frame(self, key: str) -> torch.Tensor:
         """A frame as float32 (3, H, W) in [0, 1] (grey frames are expanded to RGB)."""
-        return read_image(key).float().div_(255.0)
+        return read_image_float(key)
 
     def load_target(self, index: int) -> FlowTarget:
         """Ground truth of pair ``index``: flow, validity and (where shipped) occlusion."""
@@ -203,8 +201,8 @@ class SyntheticFlowEvalSet(FlowEvalSet):
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A 0/255 mask PNG as bool (H, W); its size must match the flow's."""
-    mask = read_image(path)[0].numpy() > 127
+    """A mask PNG (0 = no, non-zero = yes) as bool (H, W); its size must match the flow's."""
+    mask = read_image(path)[0].numpy() > 0
     if mask.shape != shape:
         raise UserError(path, f"mask size {mask.shape[::-1]} differs from the flow's {shape[::-1]}")
     return mask
@@ -266,7 +264,7 @@ def sintel_sets(root: Path, passes: list[str]) -> list[FlowEvalSet]:
                     str(img1), str(img2), scene.name, f"{pass_name}/{scene.name}/{flow.stem}.flo",
                     flow=flow, occlusion=occ, invalid=inv,
                 ))
-        sets.append(FlowEvalSet("sintel", pairs, pass_name=pass_name, root=root))
+        sets.append(FlowEvalSet("sintel", pairs, pass_name=pass_name))
     return sets
 
 
@@ -295,7 +293,7 @@ def kitti_set(root: Path, dataset: str) -> FlowEvalSet:
         pairs.append(
             FlowPair(str(img1), str(img2), frame, f"flow/{flow.name}", flow=flow, noc_flow=noc)
         )
-    return FlowEvalSet(dataset, pairs, prediction_format=".png", root=root)
+    return FlowEvalSet(dataset, pairs, prediction_format=".png")
 
 
 # ------------------------------------------------------------------------------ FlyingChairs
@@ -332,7 +330,7 @@ def chairs_set(root: Path, split: str) -> FlowEvalSet:
         img1 = _need_file("chairs", data / f"{frame}_img1.ppm")
         img2 = _need_file("chairs", data / f"{frame}_img2.ppm")
         pairs.append(FlowPair(str(img1), str(img2), frame, flow.name, flow=flow))
-    return FlowEvalSet("chairs", pairs, split=split if not note else "all", root=root, note=note)
+    return FlowEvalSet("chairs", pairs, split=split if not note else "all", note=note)
 
 
 # ---------------------------------------------------------------------------- FlyingThings3D
@@ -370,7 +368,7 @@ def things_sets(root: Path, passes: list[str], split: str) -> list[FlowEvalSet]:
                                           pred, flow=flow))
         if not pairs:
             raise _layout_error("things", flow_split, "no flow/frame pairs found")
-        sets.append(FlowEvalSet("things", pairs, pass_name=pass_name, split=split, root=root))
+        sets.append(FlowEvalSet("things", pairs, pass_name=pass_name, split=split))
     return sets
 
 
@@ -398,7 +396,7 @@ def hd1k_set(root: Path) -> FlowEvalSet:
         pairs.append(FlowPair(str(img1), str(img2), seq, f"flow/{flow.name}", flow=flow))
     if not pairs:
         raise _layout_error("hd1k", images, "no frame pairs found")
-    return FlowEvalSet("hd1k", pairs, prediction_format=".png", root=root)
+    return FlowEvalSet("hd1k", pairs, prediction_format=".png")
 
 
 # ------------------------------------------------------------------------------- Middlebury
@@ -421,7 +419,7 @@ def middlebury_set(root: Path) -> FlowEvalSet:
         img2 = _need_file("middlebury", frame_root / seq.name / "frame11.png")
         pairs.append(FlowPair(str(img1), str(img2), seq.name, f"{seq.name}/flow10.flo",
                               flow=seq / "flow10.flo"))
-    return FlowEvalSet("middlebury", pairs, root=root, note=note)
+    return FlowEvalSet("middlebury", pairs, note=note)
 
 
 # ---------------------------------------------------------------------------------- builder

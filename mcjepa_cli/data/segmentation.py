@@ -1,4 +1,4 @@
-"""Semantic-segmentation datasets on their official layouts (VOC 2012, Cityscapes, ADE20K, synthetic).
+"""Semantic-segmentation datasets on their own layouts (VOC 2012, Cityscapes, ADE20K, synthetic).
 
 Every dataset yields ``(image, label, name)``: image an RGB uint8 tensor (3, H, W), label an
 int64 tensor (H, W) of *training* class indices in [0, C) with 255 = ignore, already mapped
@@ -137,7 +137,8 @@ class SegmentationFiles(Dataset):
         lut, valid = self.decoding(path)
         raw = read_label_png(path)
         if raw.min(initial=0) < 0 or raw.max(initial=0) > 255:
-            raise UserError(path, f"label values must lie in {valid}, got [{raw.min()}, {raw.max()}]")
+            raise UserError(path, f"label values must lie in {valid}, got "
+                                  f"[{raw.min()}, {raw.max()}]")
         mapped = lut[raw.astype(np.int64)]  # (H, W) training ids, -1 = invalid raw value
         if (mapped < 0).any():
             bad = np.unique(raw[mapped < 0])
@@ -339,7 +340,8 @@ def _ade20k_split(root: Path, folder: str) -> SegmentationFiles:
 
 
 def ade20k_splits(root: Path, split: str = "val") -> SegSplits:
-    """ADE20K SceneParsing, 150 classes; ``root`` = ``ADEChallengeData2016/`` (images/, annotations/)."""
+    """ADE20K SceneParsing, 150 classes; ``root`` = ``ADEChallengeData2016/`` (``images/``,
+    ``annotations/``)."""
     folder = {"train": "training", "val": "validation", "training": "training",
               "validation": "validation"}.get(split)
     if folder is None:
@@ -533,7 +535,7 @@ def augment_pair(
     return image.contiguous(), label.contiguous()
 
 
-def test_size(h: int, w: int, scale: tuple[int, int] | None) -> tuple[int, int]:
+def eval_size(h: int, w: int, scale: tuple[int, int] | None) -> tuple[int, int]:
     """Evaluation resolution of an (h, w) image: keep-ratio rescale into ``scale`` (or as is)."""
     return (h, w) if scale is None else rescale_size(h, w, scale)
 

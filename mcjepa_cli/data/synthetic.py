@@ -328,7 +328,7 @@ def _tex_dots(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
 
 
 def _tex_noise(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
-    n = _fbm(rng, 1, h, w, _loguniform(rng, pmax / 2, 2 * pmax), 1.5, rng.uniform(0.3, 1.0))[0]
+    n = _fbm(rng, 1, h, w, _loguniform(rng, pmax / 2, 2 * pmax), 2.0, rng.uniform(0.3, 1.0))[0]
     if rng.random() < 0.3:  # ridged ("marble") variant
         n = 1.5 - 2.5 * n.abs()
     p = torch.sigmoid(n * rng.uniform(0.8, 3.0))
@@ -339,26 +339,45 @@ def _tex_noise(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     return torch.einsum("kc,khw->chw", c, weights)
 
 
+def _half_res_coords(h: int, w: int) -> tuple[Tensor, int, int]:
+    """Texel coordinates (x, y) of a half-resolution grid, (hh*wh, 2), whose bilinear x2
+    upsampling (align_corners=False) lands on the full (h, w) raster."""
+    hh, wh = (h + 1) // 2, (w + 1) // 2
+    xx, yy = _grid_xy(hh, wh)
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1) * 2.0 + 0.5, hh, wh
+
+
+def _upsample2(x: Tensor, h: int, w: int) -> Tensor:
+    """Bilinear x2 upsampling of (C, hh, wh) cropped to (C, h, w)."""
+    up = F.interpolate(x[None], scale_factor=2.0, mode="bilinear", align_corners=False)
+    return up[0, :, :h, :w]
+
+
 def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
-    xx, yy = _grid_xy(h, w)
+    # Voronoi cells, computed at half resolution (the fields are smooth or piecewise
+    # constant; bilinear upsampling anti-aliases the cell boundaries)
     cell = _loguniform(rng, 6.0, max(7.0, 1.5 * pmax))
-    n = int(np.clip(round(h * w / (cell * cell)), 2, 48))
+    n = int(np.clip(round(h * w / (cell * cell)), 2, 40))
     seeds = torch.from_numpy(
         (rng.random((n, 2)) * np.array([w, h]) - 0.5).astype(np.float32)
     )  # (n, 2) x, y
-    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # (h*w, 2)
-    d = torch.cdist(pts, seeds)  # (h*w, n)
+    pts, hh, wh = _half_res_coords(h, w)  # (hh*wh, 2)
+    # squared distances |p|^2 - 2 p.s + |s|^2 by one matmul, (hh*wh, n)
+    d = torch.addmm((seeds * seeds).sum(1)[None], pts, seeds.T, alpha=-2.0)
+    d += (pts * pts).sum(1, keepdim=True)
     # nearest and second-nearest seed (two min passes: much cheaper than topk here)
     d1, nearest = d.min(dim=1)
     d.scatter_(1, nearest[:, None], float("inf"))
-    d2 = d.min(dim=1).values
+    d1 = d1.clamp(min=0).sqrt()
+    d2 = d.min(dim=1).values.clamp(min=0).sqrt()
+    vals = torch.from_numpy(rng.random(n, dtype=np.float32))[nearest]
+    fields = _upsample2(torch.stack([vals, d1, d2 - d1]).reshape(3, hh, wh), h, w)
     c = _colors(rng, 3)
-    vals = torch.from_numpy(rng.random(n, dtype=np.float32))[nearest].reshape(h, w)
-    rgb = _lerp(c[0], c[1], vals)
+    rgb = _lerp(c[0], c[1], fields[0])
     if rng.random() < 0.5:  # pebble shading: darker away from the seed
-        rgb = rgb * (1 - 0.4 * (d1.reshape(h, w) / cell).clamp(max=1.0))[None]
+        rgb = rgb * (1 - 0.4 * (fields[1] / cell).clamp(max=1.0))[None]
     border = rng.uniform(0.0, 2.0)
-    edge = (border - 0.5 * (d2 - d1).reshape(h, w) + 0.5).clamp(0.0, 1.0)
+    edge = (border - 0.5 * fields[2] + 0.5).clamp(0.0, 1.0)
     return rgb + (c[2][:, None, None] - rgb) * edge[None]
 
 
@@ -402,20 +421,20 @@ def _tex_bricks(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor
 
 
 def _tex_blobs(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
-    xx, yy = _grid_xy(h, w)
+    # smooth colour blobs: a Gaussian-weighted mix of colours, computed at half resolution
+    pts, hh, wh = _half_res_coords(h, w)  # (hh*wh, 2)
     n = int(rng.integers(3, 9))
     size = max(4.0, min(h, w))
-    cx = torch.from_numpy((rng.random(n) * w).astype(np.float32))
-    cy = torch.from_numpy((rng.random(n) * h).astype(np.float32))
+    centers = torch.from_numpy((rng.random((n, 2)) * np.array([w, h])).astype(np.float32))
     sig = torch.from_numpy(
         np.exp(rng.uniform(math.log(0.08), math.log(0.4), n)).astype(np.float32) * size
     )
-    d2 = (xx.reshape(1, -1) - cx[:, None]) ** 2 + (yy.reshape(1, -1) - cy[:, None]) ** 2
-    wts = torch.exp(-d2 / (2 * sig[:, None] ** 2))  # (n, h*w)
+    d2 = torch.cdist(centers, pts) ** 2  # (n, hh*wh)
+    wts = torch.exp(-d2 / (2 * sig[:, None] ** 2))
     c = _colors(rng, n + 1)
     base_w = rng.uniform(0.05, 0.5)
     rgb = (c[0][:, None] * base_w + c[1:].T @ wts) / (base_w + wts.sum(0, keepdim=True))
-    return rgb.reshape(3, h, w)
+    return _upsample2(rgb.reshape(3, hh, wh), h, w)
 
 
 _FAMILIES = (
@@ -431,30 +450,59 @@ _FAMILIES = (
 assert len(_FAMILIES) == NUM_CLASSES
 
 
+_TILE = 256
+
+
+@lru_cache(maxsize=1)
+def _detail_tiles() -> Tensor:
+    """Two periodic detail fields shared by every layer, (2, 2*_TILE, 2*_TILE) float32.
+
+    Channel 0 is fine grain (white noise blurred with sigma 1 texel), channel 1 smooth
+    shading (sigma 16 texels); both zero-mean, unit-std and periodic (filtered in the
+    Fourier domain), stored tiled 2x2 so that any crop up to _TILE wide is a view. They are
+    fixed (a constant seed): part of the world's definition, like its texture families.
+    """
+    rng = np.random.default_rng(0x5EED)
+    freq = np.fft.fftfreq(_TILE)
+    fy, fx = np.meshgrid(freq, freq, indexing="ij")
+    r2 = fx * fx + fy * fy
+    fields = []
+    for sigma in (1.0, 16.0):
+        white = rng.standard_normal((_TILE, _TILE))
+        # Gaussian blur = multiplying the spectrum by exp(-2 pi^2 sigma^2 f^2)
+        f = np.real(np.fft.ifft2(np.fft.fft2(white) * np.exp(-2 * (math.pi * sigma) ** 2 * r2)))
+        fields.append((f - f.mean()) / f.std())
+    tiles = np.tile(np.stack(fields), (1, 2, 2)).astype(np.float32)
+    return torch.from_numpy(tiles)
+
+
+def _detail_crop(rng: np.random.Generator, h: int, w: int) -> Tensor:
+    """A (2, h, w) crop of the detail tiles at a random offset (periodic wrap-around)."""
+    oy, ox = (int(v) for v in rng.integers(0, _TILE, 2))
+    tiles = _detail_tiles()
+    if h <= _TILE and w <= _TILE:
+        return tiles[:, oy : oy + h, ox : ox + w]
+    rows = (torch.arange(h) + oy) % _TILE
+    cols = (torch.arange(w) + ox) % _TILE
+    return tiles[:, rows][:, :, cols]
+
+
 def _texture(rng: np.random.Generator, family: int, h: int, w: int, size: float) -> Tensor:
     """An RGB texture raster (3, h, w), about [0, 1], of one family, with shading and grain.
 
     ``size`` is the surface's characteristic size in texels (the image's shorter side for the
     background, about twice the diameter for an object); pattern periods reach 0.3 of it, so
-    that even a small object shows several periods of its family's pattern. The grain (noise
-    with a two-texel cell) gives every surface some texture, as real surfaces have; the
-    shading is a smooth multiplicative field. Both belong to the layer: they move with it and
-    the flow stays exact.
+    that even a small object shows several periods of its family's pattern. The grain
+    (band-limited noise about two texels wide, so that resampling does not alias it) gives
+    every surface some texture, as real surfaces have; the shading is a smooth
+    multiplicative field. Both belong to the layer: they move with it and the flow stays
+    exact.
     """
     pmax = max(5.0, 0.3 * size)
     rgb = _FAMILIES[family](rng, h, w, pmax)
-    # shading: a smooth random field from a coarse lattice (cells ~ half the image side)
-    cell = max(8.0, 0.5 * size)
-    lattice = _randn(rng, 1, 1, max(2, int(math.ceil((h - 1) / cell)) + 1),
-                     max(2, int(math.ceil((w - 1) / cell)) + 1))
-    shade = F.interpolate(lattice, size=(h, w), mode="bilinear", align_corners=True)[0]
-    shade = 1 + rng.uniform(0.0, 0.3) * shade.clamp(-2, 2) / 2
-    # grain: fine noise with a two-texel cell (band-limited, so that resampling the frames
-    # does not alias it), part of the layer
-    coarse = _noise(rng, 1, 1, (h + 3) // 2, (w + 3) // 2)
-    grain = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
-    grain = rng.uniform(0.01, 0.06) * grain[0, :, :h, :w]  # (1, h, w)
-    return rgb * shade + grain  # (3, h, w); frames are clamped to [0, 1] after compositing
+    detail = _detail_crop(rng, h, w)  # (2, h, w) grain, shading
+    shade = 1.0 + rng.uniform(0.0, 0.15) * detail[1:]  # (1, h, w)
+    return torch.add(rgb * shade, detail[:1], alpha=rng.uniform(0.01, 0.06))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,12 +527,13 @@ def _shape_alpha(rng: np.random.Generator, kind: str, n: int, radius: float) -> 
         k = int(rng.integers(3, 9))
         angles = (np.arange(k) + rng.uniform(-0.35, 0.35, k)) * (2 * math.pi / k)
         vx, vy = radius * np.cos(angles), radius * np.sin(angles)
-        sdf = torch.full((n, n), float("inf"))
-        for i in range(k):
-            ex, ey = vx[(i + 1) % k] - vx[i], vy[(i + 1) % k] - vy[i]
-            norm = math.hypot(ex, ey)
-            nx, ny = -ey / norm, ex / norm  # inward normal of a counter-clockwise polygon
-            sdf = torch.minimum(sdf, (a - vx[i]) * nx + (b - vy[i]) * ny)
+        ex, ey = np.roll(vx, -1) - vx, np.roll(vy, -1) - vy
+        norm = np.hypot(ex, ey)
+        nx, ny = -ey / norm, ex / norm  # inward normals of a counter-clockwise polygon
+        off = vx * nx + vy * ny
+        to_t = lambda v: torch.from_numpy(v.astype(np.float32))[:, None, None]  # noqa: E731
+        # signed distance to the polygon: the smallest distance to its edge lines
+        sdf = (a[None] * to_t(nx) + b[None] * to_t(ny) - to_t(off)).amin(dim=0)
     elif kind == "blob":  # star-shaped: radius varies smoothly with the angle
         theta = torch.atan2(b, a)
         amps = rng.uniform(0.0, 0.25, 4) / np.arange(1, 5) ** 0.5
@@ -631,7 +680,7 @@ class SyntheticWorld:
         if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
             raise UserError("index", f"expected a non-negative integer, got {index!r}")
         rng = np.random.default_rng([self.stream, self.seed, int(index)])
-        return render_clip(self.cfg, rng, num_frames, height, width)
+        return _draw_clip(self.cfg, rng, num_frames, height, width)
 
 
 def _check_size(name: str, value: int, minimum: int = 1) -> int:
@@ -640,7 +689,7 @@ def _check_size(name: str, value: int, minimum: int = 1) -> int:
     return int(value)
 
 
-def render_clip(
+def _draw_clip(
     cfg: SyntheticConfig,
     rng: np.random.Generator,
     num_frames: int,
@@ -779,17 +828,14 @@ def _layer_boxes(affines: np.ndarray, sizes: np.ndarray, H: int, W: int) -> np.n
 
 
 def _box_grid(m: np.ndarray, box: np.ndarray | tuple[int, int, int, int]) -> Tensor:
-    """Apply the affine map m (2x3 or 3x3) to the pixel centres of box -> (1, hc, wc, 2).
-
-    Uses ``F.affine_grid`` (one fused op): its normalised output coordinates are mapped to
-    the box's pixel centres first (align_corners=False: pixel i sits at (2i + 1) / n - 1).
-    """
+    """Apply the affine map m (2x3 or 3x3) to the pixel centres of box -> (1, hc, wc, 2)."""
     y0, y1, x0, x1 = (int(v) for v in box)
-    hc, wc = y1 - y0, x1 - x0
-    sx, sy = wc / 2, hc / 2
-    to_pixels = np.array([[sx, 0.0, x0 + sx - 0.5], [0.0, sy, y0 + sy - 0.5], [0.0, 0.0, 1.0]])
-    theta = torch.from_numpy((m[:2] @ to_pixels).astype(np.float32))[None]  # (1, 2, 3)
-    return F.affine_grid(theta, [1, 1, hc, wc], align_corners=False)
+    m = m.astype(np.float32)
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, y1, dtype=np.float32)
+    gx = np.add.outer(ys * m[0, 1] + m[0, 2], xs * m[0, 0])  # (hc, wc)
+    gy = np.add.outer(ys * m[1, 1] + m[1, 2], xs * m[1, 0])
+    return torch.from_numpy(np.stack([gx, gy], axis=-1))[None]
 
 
 def _render(
@@ -908,11 +954,13 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def _photometric(cfg: SyntheticConfig, rng: np.random.Generator, frames: Tensor) -> Tensor:
-    """Exposure/colour cast per clip, lighting change between frames, blur and sensor noise."""
+    """Exposure/colour cast per clip, lighting change between frames, blur and sensor noise.
+
+    Works in place on ``frames`` (T, 3, H, W), which the renderer has just allocated.
+    """
     T, _, H, W = frames.shape
     # per-clip exposure and colour cast: identical in every frame, so flow stays exact
-    cast = np.exp(rng.uniform(-0.25, 0.2) + rng.uniform(-0.08, 0.08, 3)).astype(np.float32)
-    frames = frames * torch.from_numpy(cast)[None, :, None, None]
+    log_cast = rng.uniform(-0.25, 0.2) + rng.uniform(-0.08, 0.08, 3)  # (3,)
     if cfg.lighting_change > 0 and T > 1:
         lc = cfg.lighting_change
         # per-channel log-gain (3), offset (1) and the strength (1) of a smooth illumination
@@ -929,11 +977,15 @@ def _photometric(cfg: SyntheticConfig, rng: np.random.Generator, frames: Tensor)
         state = np.zeros((T, 5))
         for t in range(1, T):
             state[t] = 0.8 * state[t - 1] + steps[t - 1]
-        state_t = torch.from_numpy(state.astype(np.float32))[:, :, None, None]  # (T, 5, 1, 1)
         cell = max(8.0, 0.6 * max(H, W))
         field = _fbm(rng, 1, H, W, cell, cell).clamp(-2.0, 2.0)  # (1, H, W)
-        gain = torch.exp(state_t[:, :3] + state_t[:, 4:5] * field[None])  # (T, 3, H, W)
-        frames = frames * gain + state_t[:, 3:4]
+        strength = torch.from_numpy(state[:, 4].astype(np.float32))[:, None, None, None]
+        illum = torch.exp(strength * field[None])  # (T, 1, H, W)
+        gain = torch.from_numpy(np.exp(state[:, :3] + log_cast).astype(np.float32))
+        bias = torch.from_numpy(state[:, 3].astype(np.float32))
+        frames.mul_(illum).mul_(gain[:, :, None, None]).add_(bias[:, None, None, None])
+    else:
+        frames.mul_(torch.from_numpy(np.exp(log_cast).astype(np.float32))[None, :, None, None])
     if cfg.blur_prob > 0 and rng.random() < cfg.blur_prob:
         sigma = rng.uniform(0.3, max(0.3, cfg.max_blur_sigma))
         jitter = rng.uniform(0.8, 1.2, T)
@@ -944,9 +996,8 @@ def _photometric(cfg: SyntheticConfig, rng: np.random.Generator, frames: Tensor)
         else:
             frames = _gaussian_blur(frames, sigma)
     if cfg.noise_std > 0:
-        level = rng.uniform(0, cfg.noise_std)
-        frames = frames + level * _noise(rng, T, 3, H, W)
-    return frames.clamp(0.0, 1.0)
+        frames.add_(_noise(rng, T, 3, H, W).mul_(rng.uniform(0, cfg.noise_std)))
+    return frames.clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1072,17 +1123,15 @@ class SyntheticVideos(Dataset):
     def __len__(self) -> int:
         return self.num_sequences
 
-    def _visible(self, instances: Tensor) -> bool:
+    def _visible(self, instances: Tensor, num_objects: int) -> Tensor:
+        """(K,) bool: which objects meet the visibility rule in the class docstring."""
         T = instances.shape[0]
-        num_obj = int(instances.max())
-        if num_obj < 1:
-            return False
         area = self.height * self.width
         counts = torch.stack(
-            [torch.bincount(instances[t].reshape(-1), minlength=num_obj + 1) for t in range(T)]
-        )[:, 1:]  # (T, K)
-        first_ok = bool((counts[0] >= max(1, 0.005 * area)).all())
-        return first_ok and bool((counts >= max(1, 0.001 * area)).all())
+            [torch.bincount(instances[t].reshape(-1), minlength=num_objects + 1) for t in range(T)]
+        )[:, 1:]  # (T, K) pixels per object and frame
+        first_ok = counts[0] >= max(1.0, 0.005 * area)
+        return first_ok & (counts >= max(1.0, 0.001 * area)).all(dim=0)
 
     def __getitem__(self, index: int) -> dict[str, object]:
         if index < 0:
@@ -1091,19 +1140,26 @@ class SyntheticVideos(Dataset):
             raise IndexError(
                 f"index {index} out of range for a dataset of {self.num_sequences} items"
             )
-        clip = None
+        best: tuple[int, SyntheticClip, Tensor] | None = None
         for attempt in range(self.max_attempts):
             rng = np.random.default_rng(
                 [self.world.stream, self.world.seed, int(index), attempt]
             )
-            clip = render_clip(
+            clip = _draw_clip(
                 self.cfg, rng, self.num_frames, self.height, self.width, max_objects=4
             )
-            if self._visible(clip.instances):
+            ok = self._visible(clip.instances, len(clip.layer_classes) - 1)
+            if best is None or int(ok.sum()) > best[0]:
+                best = (int(ok.sum()), clip, ok)
+            if ok.numel() > 0 and bool(ok.all()):
                 break
-        assert clip is not None
-        return {
-            "name": f"synth_{index:03d}",
-            "frames": clip.frames,
-            "instances": clip.instances,
-        }
+        assert best is not None
+        _, clip, ok = best
+        instances = clip.instances
+        if not bool(ok.all()):
+            # last resort (tiny images): objects that fail the rule join the background and
+            # the others are renumbered 1..K'
+            new_ids = torch.zeros(len(ok) + 1, dtype=torch.int64)
+            new_ids[1:][ok] = torch.arange(1, int(ok.sum()) + 1)
+            instances = new_ids[instances]
+        return {"name": f"synth_{index:03d}", "frames": clip.frames, "instances": instances}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,14 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UserError(path, "refused to load: the file needs pickled code or objects, which "
-                        f"weights_only loading never executes ({first[:160]})") from None
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found or "Unsupported" in text:
+            what = f" (it references {found.group(1)})" if found else ""
+            raise UserError(path, "refused to load: the file needs pickled code or objects"
+                            f"{what}, which weights_only loading never runs; an mcjepa checkpoint "
+                            "holds only tensors and plain values") from None
+        raise UserError(path, "not a readable PyTorch checkpoint (UnpicklingError)") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError,
             IndexError, TypeError, UnicodeDecodeError) as e:
         raise UserError(path, f"not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
@@ -96,12 +102,35 @@ def model_from_checkpoint(ckpt: dict[str, Any]):
         model = build_model(recipe.model)
     except ValueError as e:
         raise UserError(ckpt.get("path", "checkpoint"), f"cannot rebuild its model: {e}") from None
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    if missing or unexpected:
-        raise UserError(ckpt.get("path", "checkpoint"),
-                        f"weights do not match the {recipe.model.encoder.arch} model it describes "
-                        f"(missing {len(missing)} keys, unexpected {len(unexpected)})")
+    load_matching_weights(model, ckpt["model"], ckpt.get("path", "checkpoint"),
+                          recipe.model.encoder.arch)
     return model, recipe
+
+
+def load_matching_weights(model: torch.nn.Module, weights: dict[str, Any], path: str | Path,
+                          arch: str) -> None:
+    """Load ``weights`` strictly into ``model``; a key or shape mismatch is a ``UserError``.
+
+    ``load_state_dict`` raises a multi-line ``RuntimeError`` for a shape mismatch even with
+    ``strict=False`` (e.g. convnext_femto weights under a convnext_atto recipe), so keys and
+    shapes are compared first and the first difference is named.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and (
+        not isinstance(weights[k], torch.Tensor) or weights[k].shape != expected[k].shape)]
+    if missing or unexpected or reshaped:
+        if reshaped:
+            k = reshaped[0]
+            got = tuple(weights[k].shape) if isinstance(weights[k], torch.Tensor) else type(weights[k]).__name__
+            first = f"e.g. '{k}' is {got}, the model expects {tuple(expected[k].shape)}"
+        else:
+            first = f"e.g. '{(missing or unexpected)[0]}'"
+        raise UserError(path, f"weights do not fit the {arch} model its recipe describes "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} "
+                        f"of another shape; {first}); was it saved for another architecture?")
+    model.load_state_dict(weights, strict=True)
 
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu"):

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from mcjepa_cli.config import Recipe, dump_recipe, recipe_from_dict, to_dict
 from mcjepa_cli.engine import distributed as du
-from mcjepa_cli.engine.checkpoint import load_checkpoint, newest_run, save_checkpoint
+from mcjepa_cli.engine.checkpoint import (load_checkpoint, load_matching_weights, newest_run,
+                                          save_checkpoint)
 from mcjepa_cli.engine.device import resolve_device, resolve_precision
 from mcjepa_cli.engine.pretrain_data import build_pretrain_datasets
 from mcjepa_cli.engine.sampling import KeyedDataset, StepBatchSampler
@@ -98,6 +99,28 @@ def param_groups(model: MCJEPA, recipe: Recipe) -> list[dict[str, Any]]:
     return groups
 
 
+def _clip_per_part(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradient norm of each part (encoder, flow head, expander) separately.
+
+    One global norm would let VICReg's large encoder/expander gradients shrink the flow head's
+    (the two objectives differ in scale by ~50x), starving the flow branch. Returns the total
+    norm before clipping (non-finite when any gradient is).
+    """
+    parts: dict[str, list[torch.Tensor]] = {}
+    for g in optimizer.param_groups:
+        part = g["name"].removesuffix("_no_decay")
+        parts.setdefault(part, []).extend(p for p in g["params"] if p.grad is not None)
+    norms = []
+    for params in parts.values():
+        if not params:
+            continue
+        if max_norm > 0:
+            norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        else:
+            norms.append(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])))
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 def _timestamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -161,9 +184,50 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
             raise UserError(run_dir, "cannot resume: no checkpoints/last.pt in this run directory")
         return (Path(output) if output else run_dir), ckpt
     run_dir = Path(output) if output else Path("runs") / f"{name}-{_timestamp()}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(run_dir, "expected a run directory, found a file")
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UserError(run_dir, "run directory exists; pass --resume to continue it or --overwrite to replace it")
     return run_dir, None
+
+
+def _keep_copy(last: Path, target: Path, state: dict[str, Any]) -> None:
+    """Make ``target`` a periodic copy of the checkpoint just written to ``last``.
+
+    A hard link costs no second write; checkpoints are only ever replaced by renaming a new
+    file into place, never rewritten, so the link keeps this step's content. Where links are
+    not supported the checkpoint is saved again.
+    """
+    tmp = target.with_name(f".{target.name}.tmp-link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(last, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        save_checkpoint(target, state)
+
+
+RUN_OUTPUTS = ("checkpoints", "tensorboard", "metrics.jsonl", "summary.json", "summary.md",
+               "recipe.yaml")
+
+
+def _clean_run_dir(run_dir: Path, fresh: bool) -> None:
+    """Remove what a previous run left: its outputs when starting afresh (``--overwrite``), and
+    always the temporary files of checkpoint writes cut short by a kill."""
+    import shutil
+
+    if fresh:
+        for name in RUN_OUTPUTS:
+            target = run_dir / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+    ckdir = run_dir / "checkpoints"
+    if ckdir.is_dir():
+        for tmp in ckdir.glob(".*.tmp-*"):  # names made by io.atomic.atomic_path
+            tmp.unlink(missing_ok=True)
 
 
 def pretrain(recipe: Recipe | None, *, output: str | None = None, resume: str | None = None,
@@ -202,6 +266,12 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     if resume_ckpt is not None:
         ckpt = load_checkpoint(resume_ckpt)
         recipe = recipe_from_dict(ckpt["recipe"], source=f"{resume_ckpt}: recipe")
+        lacking = [k for k in ("optimizer", "step") if k not in ckpt]
+        if lacking:
+            raise UserError(resume_ckpt, f"cannot resume: the checkpoint has no {' or '.join(lacking)} "
+                            "(evaluate it with --checkpoint, or start a new run)")
+    if main:
+        _clean_run_dir(run_dir, fresh=resume_ckpt is None and overwrite)
     # batch sizes are global: each rank takes its share
     for key, value in (("data.flow_batch_size", recipe.data.flow_batch_size),
                        ("data.image_batch_size", recipe.data.image_batch_size)):
@@ -213,7 +283,10 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
 
     torch.manual_seed(recipe.train.seed)  # same initial weights on every rank
     random.seed(recipe.train.seed)
-    model = build_model(recipe.model)
+    try:
+        model = build_model(recipe.model)
+    except ValueError as e:  # e.g. an unknown timm architecture, bad strides
+        raise UserError("model", str(e)) from None
     if recipe.model.encoder.init:
         from mcjepa_cli.models.timm_io import load_timm_encoder_weights
 
@@ -231,8 +304,11 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     start_step = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_matching_weights(model, ckpt["model"], resume_ckpt, recipe.model.encoder.arch)
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(resume_ckpt, f"cannot resume: its optimizer state does not fit ({e})") from None
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_step = int(ckpt["step"])
@@ -285,12 +361,13 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             "world_size": world,
         }
         ckdir = run_dir / "checkpoints"
+        # last.pt first, so that it is always the newest complete checkpoint
+        save_checkpoint(ckdir / "last.pt", state)
         if periodic:
-            save_checkpoint(ckdir / f"step_{step:07d}.pt", state)
+            _keep_copy(ckdir / "last.pt", ckdir / f"step_{step:07d}.pt", state)
             olds = sorted(ckdir.glob("step_*.pt"))
             for old in olds[: max(0, len(olds) - recipe.train.keep_checkpoints)]:
                 old.unlink(missing_ok=True)
-        save_checkpoint(ckdir / "last.pt", state)
 
     t0 = time.time()
     consecutive_bad = 0
@@ -326,18 +403,16 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                 loss, terms = step_module(batch, step, flow_on)
             if step in recipe.train.inject_nan_at:
                 loss = loss * float("nan")
-            bad = du.any_true(not bool(torch.isfinite(loss).item()), device)
+            loss_ok = bool(torch.isfinite(loss.detach()).all().item())
+            grad_ok = True
+            bad = du.any_true(not loss_ok, device)
             grad_norm = torch.zeros(())
             if not bad:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                params = [p for g in optimizer.param_groups for p in g["params"]]
-                if recipe.optim.grad_clip > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, recipe.optim.grad_clip)
-                else:
-                    grad_norm = torch.linalg.vector_norm(
-                        torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
-                bad = du.any_true(not bool(torch.isfinite(grad_norm).item()), device)
+                grad_norm = _clip_per_part(optimizer, recipe.optim.grad_clip)
+                grad_ok = bool(torch.isfinite(grad_norm).item())
+                bad = du.any_true(not grad_ok, device)
             terms_f = {k: _to_float(v) for k, v in terms.items()}
             if bad:
                 consecutive_bad += 1
@@ -345,14 +420,20 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                 optimizer.zero_grad(set_to_none=True)
                 if scaler.is_enabled():
                     scaler.update()
-                culprits = [k for k, v in terms_f.items() if not math.isfinite(v)] or ["gradient"]
-                logger.event(step, "nonfinite_skip", {"terms": terms_f, "culprits": culprits,
-                                                      "consecutive": consecutive_bad})
+                culprits = [k for k, v in terms_f.items() if not math.isfinite(v)]
+                if not culprits:  # every term finite: the total, the gradient, or another rank
+                    culprits = ["loss"] if not loss_ok else ["gradient"] if not grad_ok else ["other rank"]
+                # logged as step + 1, like the metrics record of the same iteration
+                logger.event(step + 1, "nonfinite_skip", {"terms": terms_f, "culprits": culprits,
+                                                          "consecutive": consecutive_bad})
                 if consecutive_bad >= recipe.train.max_nonfinite_steps:
+                    last_pt = run_dir / "checkpoints" / "last.pt"
+                    kept = (f"the last good checkpoint is {last_pt}" if last_pt.is_file()
+                            else "no checkpoint had been written yet")
                     raise RunFailed(
                         f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
-                        f"(last at step {step}, terms {', '.join(culprits)}); stopped. The last good "
-                        f"checkpoint is {run_dir / 'checkpoints' / 'last.pt'}")
+                        f"(train.max_nonfinite_steps; last at step {step + 1}, terms "
+                        f"{', '.join(culprits)}); stopped, {kept}")
             else:
                 consecutive_bad = 0
                 scaler.step(optimizer)
@@ -375,8 +456,11 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                 logger.log(record)
                 last_log_t, last_log_step = now, step
             signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
-            if step % recipe.train.checkpoint_every == 0 or step == plan.total_steps or signal_code:
-                save(step, periodic=step % recipe.train.checkpoint_every == 0)
+            # no periodic checkpoint inside a run of non-finite steps: if the run then fails,
+            # last.pt is still the last good one
+            periodic = step % recipe.train.checkpoint_every == 0 and consecutive_bad == 0
+            if periodic or step == plan.total_steps or signal_code:
+                save(step, periodic=periodic)
             if signal_code:
                 exit_code = signal_code
                 if main:

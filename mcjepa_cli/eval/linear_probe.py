@@ -1,4 +1,4 @@
-"""Linear segmentation probe on a frozen pyramid backbone (VICRegL's linear protocol, DESIGN.md 3.2).
+"""Linear segmentation probe on a frozen pyramid backbone (VICRegL's protocol, DESIGN.md 3.2).
 
 The chosen pyramid levels are bilinearly resized to the finest chosen level, concatenated,
 batch-normalised and classified by one 1x1 convolution (VICRegL's ``LinearHead`` in
@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from mcjepa_cli.data.segmentation import (
     IGNORE_INDEX,
     augment_pair,
+    eval_size,
     pad_image,
     resize_pair,
-    test_size,
 )
 from mcjepa_cli.engine.schedules import warmup_poly
 from mcjepa_cli.errors import RunFailed, UserError
@@ -138,7 +138,10 @@ def upsample_logits(
 
 
 def head_logits(
-    head: LinearSegHead, feats: Sequence[torch.Tensor], padded: tuple[int, int], out: tuple[int, int],
+    head: LinearSegHead,
+    feats: Sequence[torch.Tensor],
+    padded: tuple[int, int],
+    out: tuple[int, int],
 ) -> torch.Tensor:
     """Head logits of pyramid levels at the input resolution ``out`` (B, C, H, W)."""
     return upsample_logits(head(feats), padded, out)
@@ -303,7 +306,9 @@ class FeatureCache:
             per += 2 * int(model.feature_channels[i]) * math.ceil(ph / s) * math.ceil(pw / s)
         return per * n
 
-    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, device: torch.device,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """float32 features and int64 labels of the cached crops ``idx``."""
         feats = [f[idx].to(device, non_blocking=True).float() for f in self.feats]
         return feats, self.labels[idx].to(device).long()
@@ -458,7 +463,9 @@ def train_probe(
 # Evaluation: sliding windows.
 
 
-def window_boxes(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def window_boxes(
+    h: int, w: int, crop: tuple[int, int], stride: tuple[int, int],
+) -> list[tuple[int, int, int, int]]:
     """Windows (y1, y2, x1, x2) covering an h x w image (mmseg's slide inference grid)."""
     ch, cw = min(crop[0], h), min(crop[1], w)
     sh, sw = stride
@@ -517,7 +524,7 @@ def predict_image(
     """Predicted class map (H, W) int64 of a uint8 (3, H, W) image: test rescale, sliding
     windows, logits resized back to the image's own size, argmax."""
     h, w = image.shape[-2:]
-    resized, _ = resize_pair(image, None, test_size(h, w, cfg.scale))
+    resized, _ = resize_pair(image, None, eval_size(h, w, cfg.scale))
     x = resized[None].to(device)
 
     def predict(windows: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,9 @@ class MCJEPA(nn.Module):
 
     @property
     def pad_multiple(self) -> int:
-        return max(self.encoder.strides)
+        """Flow inputs are padded to the coarsest stride the flow head reads (not beyond:
+        replicate padding changes the coarse features and costs accuracy)."""
+        return max(self.flow_head.strides)
 
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """Pyramid features of (B, 3, H, W) images in [0, 1], finest first."""

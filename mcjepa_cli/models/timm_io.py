@@ -3,7 +3,8 @@
 Key map (ours -> timm): ``encoder.stem_a`` + ``encoder.stem_b`` -> ``stem.0`` (folded, exact),
 ``encoder.stem_norm`` -> ``stem.1``, ``encoder.stages.*`` -> ``stages.*``. Our extra stride-64
 level (``encoder.extra``) has no timm counterpart and is not exported; timm's ``head.norm`` has
-no counterpart of ours (it stays at its initialisation when loading into timm).
+no counterpart of ours: ``identity_head_norm`` gives it LayerNorm's own initialisation (weight 1,
+bias 0) so that an export loads strictly, and importing ignores it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ def encoder_to_timm_state_dict(model) -> dict[str, torch.Tensor]:
     for k, v in enc.stages.state_dict().items():
         out[f"stages.{k}"] = v.detach().clone()
     return out
+
+
+def identity_head_norm(channels: int) -> dict[str, torch.Tensor]:
+    """timm's ``head.norm`` LayerNorm at its initialisation (weight 1, bias 0) for ``channels``.
+
+    It only enters timm's pooled output (``forward_head``): the pooled last stage is still
+    normalised over channels, with no learned scale or shift.
+    """
+    return {"head.norm.weight": torch.ones(channels), "head.norm.bias": torch.zeros(channels)}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,282 @@
+"""Export a trained MC-JEPA checkpoint: the encoder to timm, the flow model to ONNX / TorchScript / torch.export.
+
+``--format timm`` writes the encoder as a safetensors state dict under timm's ConvNeXt key names
+(``stem.*``, ``stages.*``, ``head.norm.*``): it loads strictly into
+``timm.create_model(arch, num_classes=0)``. The three flow formats trace
+``MCJEPA.estimate_flow`` at one fixed input size (``FlowExportModule``). Every export is reloaded
+and compared with the PyTorch model unless ``check=False`` (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mcjepa_cli.errors import RunFailed, UserError
+from mcjepa_cli.io.atomic import atomic_path
+
+FORMATS = ("timm", "onnx", "torchscript", "export")
+SUFFIXES = {"timm": ".safetensors", "onnx": ".onnx", "torchscript": ".torchscript.pt", "export": ".pt2"}
+# Largest accepted difference between an export and PyTorch, relative to max(1, largest |value|):
+# float32 kernels of another runtime reorder sums, nothing else may differ.
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    """What ``export_checkpoint`` wrote and how it was checked."""
+
+    format: str
+    path: str
+    arch: str
+    checkpoint: str
+    size: tuple[int, int] | None  # (H, W) of the flow formats; None for timm
+    bytes: int
+    checked: bool
+    check: str  # what was compared, in words
+    max_abs_diff: float | None  # largest |export - PyTorch| over the compared values
+    reference_max: float | None  # largest |value| of the PyTorch reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FlowExportModule(nn.Module):
+    """The exported flow graph: ``(image1, image2) -> flow``.
+
+    Inputs: two float (1, 3, H, W) images in [0, 1] (RGB, not normalised: the model normalises
+    with ImageNet statistics itself). Output: (1, 2, H, W) flow in pixels, x then y, from
+    image1 to image2. H and W are fixed at export time.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        return self.model.estimate_flow(image1, image2)  # (1, 2, H, W)
+
+
+def default_output(checkpoint: Path, fmt: str, arch: str, size: tuple[int, int] | None) -> Path:
+    """``<run>/export/<ckpt stem>_...`` for ``<run>/checkpoints/<ckpt>.pt``, else beside the file."""
+    base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    if fmt == "timm":
+        name = f"{checkpoint.stem}_encoder_{arch}{SUFFIXES[fmt]}"
+    else:
+        assert size is not None
+        name = f"{checkpoint.stem}_flow_{size[0]}x{size[1]}{SUFFIXES[fmt]}"
+    return base / "export" / name
+
+
+def sample_pair(size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A held-out synthetic frame pair at ``size``: two float (1, 3, H, W) images in [0, 1]."""
+    from mcjepa_cli.data.synthetic import SyntheticFlowPairs
+
+    item = SyntheticFlowPairs(size[0], size[1], 1, seed=seed, split="val")[0]
+    return item["image1"][None].float(), item["image2"][None].float()
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().float() - b.detach().float()).abs().max())
+
+
+def _verdict(fmt: str, diff: float, ref_max: float) -> None:
+    if not diff <= TOLERANCE * max(1.0, ref_max):  # also catches NaN
+        raise RunFailed(f"--format {fmt}: the export differs from PyTorch by {diff:.3g} (largest "
+                        f"value {ref_max:.3g}; tolerance {TOLERANCE:g} relative); not trusted")
+
+
+# ---------------------------------------------------------------------------------------
+# timm
+
+
+def timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder as a complete timm ``ConvNeXt(num_classes=0)`` state dict.
+
+    Stem and stages come from ``timm_io.encoder_to_timm_state_dict`` (the split stem folded
+    exactly). ``head.norm`` has no counterpart in MC-JEPA: it is written at LayerNorm's own
+    initialisation (weight 1, bias 0) so that strict loading works; it only affects timm's
+    pooled output ``forward_head``, never ``forward_features`` / ``forward_intermediates``.
+    """
+    from mcjepa_cli.models.timm_io import encoder_to_timm_state_dict, identity_head_norm
+
+    sd = encoder_to_timm_state_dict(model)
+    sd.update(identity_head_norm(model.encoder.channels[4]))
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def check_timm_export(path: Path, model: nn.Module, arch: str, size: tuple[int, int] = (128, 160)
+                      ) -> tuple[float, float]:
+    """Load ``path`` strictly into ``timm.create_model(arch, num_classes=0)`` and compare stages.
+
+    Returns:
+        (largest |difference| between timm's four stage outputs and our levels 1-4 on a
+        synthetic image, largest |value| of ours).
+    """
+    import timm
+    from safetensors.torch import load_file
+
+    net = timm.create_model(arch, pretrained=False, num_classes=0).eval()
+    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise RunFailed(f"{path}: does not load strictly into timm {arch} "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    img, _ = sample_pair(size)  # (1, 3, H, W) in [0, 1]
+    enc = model.encoder
+    with torch.inference_mode():
+        ours = model.features(img)[1:5]  # strides 4, 8, 16, 32
+        theirs = net.forward_intermediates((img - enc.mean) / enc.std, intermediates_only=True)
+    if len(theirs) != 4 or any(a.shape != b.shape for a, b in zip(ours, theirs, strict=True)):
+        raise RunFailed(f"{path}: timm {arch} stage shapes differ from the encoder's")
+    diff = max(_max_diff(a, b) for a, b in zip(ours, theirs, strict=True))
+    ref = max(float(a.abs().max()) for a in ours)
+    return diff, ref
+
+
+# ---------------------------------------------------------------------------------------
+# flow formats
+
+
+def _need_onnx() -> None:
+    missing = []
+    for mod in ("onnx", "onnxscript"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        raise UserError("--format onnx", f"needs {' and '.join(missing)}: pip install 'mcjepa[onnx]'")
+
+
+def _write_flow_export(fmt: str, module: FlowExportModule, example: tuple[torch.Tensor, torch.Tensor],
+                       path: Path) -> None:
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporters warn about tracing internals, not user errors
+        if fmt == "onnx":
+            program = torch.onnx.export(module, example, dynamo=True, input_names=["image1", "image2"],
+                                        output_names=["flow"], verbose=False)
+            program.save(str(tmp))
+        elif fmt == "torchscript":
+            traced = torch.jit.trace(module, example, check_trace=False)
+            torch.jit.save(traced, str(tmp))
+        else:  # torch.export
+            program = torch.export.export(module, example)
+            torch.export.save(program, str(tmp))
+
+
+def run_flow_export(fmt: str, path: str | Path, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+    """Run an exported flow model on one pair, the way a user without mcjepa would.
+
+    Args:
+        fmt: ``onnx`` (onnxruntime, CPU), ``torchscript`` (``torch.jit.load``) or ``export``
+            (``torch.export.load``).
+        path: the exported file.
+        image1, image2: float (1, 3, H, W) in [0, 1] at the export size.
+
+    Returns:
+        (1, 2, H, W) flow in pixels.
+    """
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {"image1": image1.numpy(), "image2": image2.numpy()})[0]
+        return torch.from_numpy(out)
+    with torch.no_grad():
+        if fmt == "torchscript":
+            return torch.jit.load(str(path), map_location="cpu")(image1, image2)
+        if fmt == "export":
+            return torch.export.load(str(path)).module()(image1, image2)
+    raise ValueError(f"not a flow export format: {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+
+
+def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | None = None,
+                      size: tuple[int, int] | None = None, check: bool = True) -> ExportResult:
+    """Export a checkpoint's encoder (``timm``) or flow model (``onnx``, ``torchscript``, ``export``).
+
+    Args:
+        checkpoint: a checkpoint file, a run directory or ``latest``.
+        fmt: ``timm`` (encoder weights, .safetensors), ``onnx`` (.onnx), ``torchscript``
+            (.torchscript.pt, ``torch.jit.trace``; deprecated upstream) or ``export``
+            (.pt2, ``torch.export``).
+        output: file to write (atomically); default ``<run>/export/<ckpt>_encoder_<arch>.safetensors``
+            or ``<run>/export/<ckpt>_flow_<H>x<W><suffix>``.
+        size: (H, W) input size of the flow formats; default the recipe's ``data.flow_size``.
+        check: reload the export and compare it with the PyTorch model (timm: the four stage
+            outputs; flow formats: the flow of a synthetic pair); a difference above
+            ``TOLERANCE`` raises ``RunFailed``. ONNX is checked only where onnxruntime is installed.
+
+    Returns:
+        An ``ExportResult`` (path, size in bytes, what was checked and the largest difference).
+    """
+    from mcjepa_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}", f"expected one of {', '.join(FORMATS)}")
+    if fmt == "timm" and size is not None:
+        raise UserError("--size", "only the flow formats (onnx, torchscript, export) take an input size")
+    if fmt == "onnx":
+        _need_onnx()
+    ckpt = load_checkpoint(checkpoint)
+    ckpt_path = Path(ckpt["path"])
+    model, recipe = model_from_checkpoint(ckpt)
+    model = model.cpu().eval()
+    arch = recipe.model.encoder.arch
+    if fmt != "timm":
+        size = tuple(int(s) for s in (size if size is not None else recipe.data.flow_size))  # type: ignore[assignment]
+        if len(size) != 2 or min(size) < 1:
+            raise UserError("--size", f"expected two positive integers H W, got {list(size)}")
+    out = Path(output) if output is not None else default_output(ckpt_path, fmt, arch, size)
+    if out.is_dir():
+        raise UserError(out, "expected a file name for --output, found a folder")
+
+    if fmt == "timm":
+        from safetensors.torch import save_file
+
+        sd = timm_state_dict(model)
+        with atomic_path(out) as tmp:
+            save_file(sd, str(tmp), metadata={"format": "pt", "arch": arch, "source": "mcjepa export",
+                                              "checkpoint": str(ckpt_path)})
+        diff = ref = None
+        what = (f"strict load into timm.create_model('{arch}', num_classes=0), stage outputs vs ours"
+                if check else "not checked (--no-check)")
+        if check:
+            diff, ref = check_timm_export(out, model, arch)
+            _verdict(fmt, diff, ref)
+        return ExportResult(fmt, str(out), arch, str(ckpt_path), None, out.stat().st_size, check,
+                            what, diff, ref)
+
+    module = FlowExportModule(model).eval()
+    image1, image2 = sample_pair(size)  # (1, 3, H, W) each
+    _write_flow_export(fmt, module, (image1, image2), out)
+    diff = ref = None
+    checked = check
+    runtime = {"onnx": "onnxruntime", "torchscript": "torch.jit.load", "export": "torch.export.load"}[fmt]
+    what = (f"flow of a synthetic {size[0]}x{size[1]} pair, {runtime} vs PyTorch"
+            if check else "not checked (--no-check)")
+    if check and fmt == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            checked = False
+            what = "not checked: onnxruntime is not installed"
+    if checked:
+        with torch.inference_mode():
+            reference = module(image1, image2)  # (1, 2, H, W)
+        got = run_flow_export(fmt, out, image1, image2)
+        if tuple(got.shape) != tuple(reference.shape):
+            raise RunFailed(f"{out}: exported flow has shape {tuple(got.shape)}, "
+                            f"expected {tuple(reference.shape)}")
+        diff, ref = _max_diff(got, reference), float(reference.abs().max())
+        _verdict(fmt, diff, ref)
+    return ExportResult(fmt, str(out), arch, str(ckpt_path), size, out.stat().st_size, checked,
+                        what, diff, ref)

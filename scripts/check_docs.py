@@ -1,0 +1,837 @@
+#!/usr/bin/env python
+"""Run every ``mcjepa`` command line of the docs on the synthetic world, so the docs cannot rot.
+
+What is checked, in every fenced ```bash block of ``docs/*.md`` and ``README.md``:
+
+* each line that starts with ``mcjepa`` (or ``python -m mcjepa_cli``; ``\\`` continuations
+  joined) is **run**, in-process, in page order, inside a sandbox folder of its own page;
+* each ``torchrun`` / ``srun ... torchrun`` line is **parsed**: the launcher flags with
+  torchrun's own parser, the mcjepa part with the CLI's parser, and a pretrain recipe is
+  resolved with its overrides (``--full`` also runs single-node lines with 2 CPU processes and
+  multi-node lines as 2 local "nodes" x 1 process);
+* a line ending in ``# docs-check: skip (reason)`` is listed, not run.
+
+The cheap form: ``pretrain`` gets the tiny overrides of ``tests/conftest.py`` (synthetic data,
+convnext_atto, 64x64 crops, a few steps); evaluations get small sizes and few steps; options
+repeated at the end of the line win, so a page's own values are simply overridden. Whatever a
+line names that does not exist is made from the synthetic world before it runs: dataset folders
+in their official layouts (``--root`` or ``$MCJEPA_DATA/<Name>``), videos, frames, flow files,
+label PNGs, run directories (copies of one tiny trained run), a missing ``--probe`` (the newest
+one the page produced), missing ``--predictions`` (zero flow / the ground-truth masks). Paths
+starting with ``~`` or ``/`` are mapped into the sandbox. A ```yaml block whose first line is
+``# file: NAME`` is written to the sandbox when reached, so a page can show a recipe and use it.
+
+Usage:
+    python scripts/check_docs.py                 # every page
+    python scripts/check_docs.py docs/export.md  # some pages
+    python scripts/check_docs.py --full -v       # also run the torchrun lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP_RE = re.compile(r"#\s*docs-check:\s*skip\b\s*(.*)$")
+FENCE_RE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
+FILE_RE = re.compile(r"^#\s*file:\s*(\S+)\s*$")
+SHELL_LANGS = ("bash", "sh", "shell", "console")
+
+# The tiny recipe of tests/conftest.py (kept in step by tests/test_docs.py), plus synthetic data
+# and convnext_atto so that any recipe (the paper's too) runs in seconds on a CPU.
+TINY_OVERRIDES = [
+    "model.flow_head.decoder_channels=[16,16]",
+    "model.flow_head.proj_channels=16",
+    "model.expander.dims=[64,64]",
+    "data.flow_batch_size=2",
+    "data.image_batch_size=4",
+    "data.flow_size=[64,64]",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "schedule.total=6",
+    "schedule.warmup=2",
+    "train.log_every=1",
+    "train.checkpoint_every=3",
+    "train.eval_pairs=4",
+    "train.eval_size=[64,64]",
+    "train.device=cpu",
+]
+CHEAP_PRETRAIN = [
+    "model.encoder.arch=convnext_atto",
+    "model.encoder.drop_path_rate=0.0",
+    "schedule.unit=steps",
+    "schedule.total=3",
+    "schedule.flow_start=0",
+    "train.precision=fp32",
+    "train.compile=false",
+]
+# Slurm / launcher variables a cluster would set (values for parsing only).
+LAUNCH_ENV = {"SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_NODEID": "0", "SLURM_PROCID": "0",
+              "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "node[001-002]", "MASTER_ADDR": "node001",
+              "MASTER_PORT": "29500", "NODE_RANK": "0", "HEAD_NODE": "node001"}
+INPUT_PARAMS = {"root", "checkpoint", "flow", "mask", "probe", "predictions", "resume", "input", "recipe"}
+VIDEO_EXT = {".mp4", ".webm", ".avi", ".mov", ".gif", ".mkv"}
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".ppm", ".bmp"}
+FLOW_EXT = {".flo", ".pfm"}
+SIZE = (64, 96)  # H, W of everything materialised
+
+
+@dataclass
+class DocCommand:
+    """One command line of a page (continuations joined, trailing comment removed)."""
+
+    path: Path
+    line: int
+    text: str
+    kind: str  # "mcjepa", "launcher" (torchrun / srun) or "file" (a ```yaml # file: block)
+    skip: str | None = None
+    content: str = ""  # the file's text for kind "file"
+
+
+@dataclass
+class Outcome:
+    command: DocCommand
+    status: str  # "ok", "fail", "skip", "parsed"
+    detail: str = ""
+    seconds: float = 0.0
+    argv: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------
+# reading the pages
+
+
+def doc_pages() -> list[Path]:
+    """``README.md`` and every ``docs/*.md``, sorted."""
+    pages = sorted((REPO / "docs").glob("*.md"))
+    readme = REPO / "README.md"
+    return ([readme] if readme.is_file() else []) + pages
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text, comments=True)
+    except ValueError:
+        return text.split()
+
+
+def command_kind(text: str) -> str | None:
+    """``mcjepa``, ``launcher`` or None (a shell line the checker does not run)."""
+    words = _words(text)
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        words = words[1:]  # VAR=value prefixes
+    if not words:
+        return None
+    if words[0] == "mcjepa" or words[:3] in (["python", "-m", "mcjepa_cli"], ["python3", "-m", "mcjepa_cli"]):
+        return "mcjepa"
+    if words[0] in ("torchrun", "srun") or words[:3] == ["python", "-m", "torch.distributed.run"]:
+        return "launcher"
+    return None
+
+
+def extract_commands(text: str, path: Path = Path("<text>")) -> list[DocCommand]:
+    """The runnable lines of a Markdown page, in order."""
+    out: list[DocCommand] = []
+    lang: str | None = None
+    fence = ""
+    buf, start = "", 0
+    file_name: str | None = None
+    file_lines: list[str] = []
+    file_start = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        m = FENCE_RE.match(line)
+        if lang is None:
+            if m:
+                lang, fence = m.group(2).lower(), m.group(1)
+                file_name, file_lines = None, []
+            continue
+        if m and line.strip().startswith(fence[:3]) and not m.group(2):
+            if file_name is not None:
+                out.append(DocCommand(path, file_start, file_name, "file", content="\n".join(file_lines) + "\n"))
+            lang, buf = None, ""
+            continue
+        if lang in ("yaml", "yml"):
+            fm = FILE_RE.match(line.strip())
+            if fm and not file_lines and file_name is None:
+                file_name, file_start = fm.group(1), n
+            elif file_name is not None:
+                file_lines.append(line)
+            continue
+        if lang not in SHELL_LANGS:
+            continue
+        if not buf:
+            start = n
+        stripped = line.rstrip()
+        if stripped.endswith("\\") and not SKIP_RE.search(stripped):
+            buf += stripped[:-1] + " "
+            continue
+        full = (buf + line).strip()
+        buf = ""
+        kind = command_kind(full)
+        if kind is None:
+            continue
+        sk = SKIP_RE.search(full)
+        skip = (sk.group(1).strip().strip("()") or "marked skip") if sk else None
+        command = full[: sk.start()].strip() if sk else full
+        if re.search(r"--install-completion\b", command):
+            skip = skip or "changes the shell's startup files"
+        out.append(DocCommand(path, start, command, kind, skip))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the synthetic sandbox
+
+
+def _clip(index: int = 0, frames: int = 6):
+    from mcjepa_cli.data.synthetic import SyntheticWorld
+
+    return SyntheticWorld(seed=0).clip(index, frames, SIZE[0], SIZE[1])
+
+
+def _u8(frame):
+    return (frame.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+
+
+def _write_image(path: Path, frame) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_u8(frame)).save(path)
+
+
+def _write_flow(path: Path, flow) -> None:
+    from mcjepa_cli.io.flow_io import write_flow
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_flow(path, flow.permute(1, 2, 0).numpy())  # (H, W, 2)
+
+
+def _write_label(path: Path, labels, palette: bool = True) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from mcjepa_cli.io.images import write_palette_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(labels, dtype=np.uint8)
+    if palette:
+        write_palette_png(path, arr)
+    else:
+        Image.fromarray(arr, mode="L").save(path)
+
+
+def write_dataset(kind: str, root: Path) -> None:
+    """A tiny copy of dataset ``kind`` in its official layout, rendered from the synthetic world."""
+    root.mkdir(parents=True, exist_ok=True)
+    if kind == "sintel":
+        c = _clip(0, 3)
+        for p in ("clean", "final"):
+            for t in range(3):
+                _write_image(root / "training" / p / "alley_1" / f"frame_{t + 1:04d}.png", c.frames[t])
+        for t in range(2):
+            _write_flow(root / "training" / "flow" / "alley_1" / f"frame_{t + 1:04d}.flo", c.flow[t])
+            _write_label(root / "training" / "occlusions" / "alley_1" / f"frame_{t + 1:04d}.png",
+                         c.occlusion[t].numpy() * 255, palette=False)
+    elif kind in ("kitti-2015", "kitti-2012"):
+        from mcjepa_cli.io.flow_io import write_kitti_png
+
+        images = "image_2" if kind == "kitti-2015" else "colored_0"
+        for i in range(2):
+            c = _clip(i, 2)
+            _write_image(root / "training" / images / f"{i:06d}_10.png", c.frames[0])
+            _write_image(root / "training" / images / f"{i:06d}_11.png", c.frames[1])
+            for sub, valid in (("flow_occ", None), ("flow_noc", ~c.occlusion[0])):
+                (root / "training" / sub).mkdir(parents=True, exist_ok=True)
+                write_kitti_png(root / "training" / sub / f"{i:06d}_10.png", c.flow[0].permute(1, 2, 0).numpy(),
+                                None if valid is None else valid.numpy())
+    elif kind == "middlebury":
+        for i, seq in enumerate(("Dimetrodon", "RubberWhale")):
+            c = _clip(i, 2)
+            _write_image(root / "other-data" / seq / "frame10.png", c.frames[0])
+            _write_image(root / "other-data" / seq / "frame11.png", c.frames[1])
+            _write_flow(root / "other-gt-flow" / seq / "flow10.flo", c.flow[0])
+    elif kind == "chairs":
+        for i in range(2):
+            c = _clip(i, 2)
+            _write_image(root / "data" / f"{i + 1:05d}_img1.ppm", c.frames[0])
+            _write_image(root / "data" / f"{i + 1:05d}_img2.ppm", c.frames[1])
+            _write_flow(root / "data" / f"{i + 1:05d}_flow.flo", c.flow[0])
+        (root / "FlyingChairs_train_val.txt").write_text("1\n2\n")
+    elif kind == "hd1k":
+        c = _clip(0, 3)
+        from mcjepa_cli.io.flow_io import write_kitti_png
+
+        for t in range(3):
+            _write_image(root / "hd1k_input" / "image_2" / f"000000_{t:04d}.png", c.frames[t])
+        (root / "hd1k_flow_gt" / "flow_occ").mkdir(parents=True, exist_ok=True)
+        for t in range(2):
+            write_kitti_png(root / "hd1k_flow_gt" / "flow_occ" / f"000000_{t:04d}.png",
+                            c.flow[t].permute(1, 2, 0).numpy())
+    elif kind == "davis":
+        names = ("blackswan", "bike-packing")
+        for i, seq in enumerate(names):
+            c = _clip(i, 5)
+            for t in range(5):
+                _write_image(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", c.frames[t])
+                _write_label(root / "Annotations" / "480p" / seq / f"{t:05d}.png", c.instances[t].numpy())
+        sets = root / "ImageSets" / "2017"
+        sets.mkdir(parents=True, exist_ok=True)
+        for subset in ("val", "train"):
+            (sets / f"{subset}.txt").write_text("\n".join(names) + "\n")
+    elif kind == "voc":
+        ids = {"train": ["2007_000032", "2007_000039", "2007_000063"], "val": ["2007_000033", "2007_000042"]}
+        for split, names in ids.items():
+            for i, name in enumerate(names):
+                c = _clip(10 * (split == "val") + i, 1)
+                _write_image(root / "JPEGImages" / f"{name}.jpg", c.frames[0])
+                _write_label(root / "SegmentationClass" / f"{name}.png", c.classes[0].numpy())
+            sets = root / "ImageSets" / "Segmentation"
+            sets.mkdir(parents=True, exist_ok=True)
+            (sets / f"{split}.txt").write_text("\n".join(names) + "\n")
+    elif kind == "cityscapes":
+        for split in ("train", "val"):
+            for i in range(2):
+                c = _clip(20 * (split == "val") + i, 1)
+                stem = f"aachen_{i:06d}_000019"
+                _write_image(root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", c.frames[0])
+                _write_label(root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelTrainIds.png",
+                             c.classes[0].numpy(), palette=False)
+    elif kind == "ade20k":
+        for split in ("training", "validation"):
+            for i in range(2):
+                c = _clip(30 * (split == "validation") + i, 1)
+                stem = f"ADE_{'train' if split == 'training' else 'val'}_{i + 1:08d}"
+                _write_image(root / "images" / split / f"{stem}.jpg", c.frames[0])
+                _write_label(root / "annotations" / split / f"{stem}.png", c.classes[0].numpy() + 1,
+                             palette=False)
+    else:
+        raise LookupError(f"no synthetic layout for dataset {kind!r}")
+
+
+def write_video(path: Path, frames: int = 6) -> None:
+    """A short synthetic clip as .mp4 (H.264) or .gif, with the toolkit's own writer."""
+    from mcjepa_cli.viz.writer import open_frame_writer
+
+    c = _clip(0, frames)
+    with open_frame_writer(path, fps=10, num_frames=frames) as w:
+        for f in c.frames:
+            w.append(_u8(f))
+
+
+class Sandbox:
+    """A folder in which one page's commands run: ``work/`` is the working directory,
+    ``home/`` stands for ``~``, ``abs/`` for ``/``, ``mcjepa_data/`` is ``$MCJEPA_DATA``."""
+
+    def __init__(self, root: Path, base_run: Path | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.work = self.root / "work"
+        self.home = self.root / "home"
+        self.abs = self.root / "abs"
+        self.data = self.root / "mcjepa_data"
+        self.cache = self.root / "_datasets"
+        for d in (self.work, self.home, self.abs, self.data):
+            d.mkdir(parents=True, exist_ok=True)
+        self.base_run = Path(base_run).resolve() if base_run is not None else None
+        self.env = {"MCJEPA_DATA": str(self.data)}
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def map_path(self, text: str) -> str:
+        """Expand ``$VARS``/``~`` and move absolute paths into the sandbox."""
+        t = re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), os.environ.get(m.group(1), m.group(0))), text)
+        if t == "~" or t.startswith("~/"):
+            t = str(self.home / t[2:])
+        elif t.startswith("/") and not t.startswith(str(self.root)):
+            t = str(self.abs / t.lstrip("/"))
+        return t
+
+    def dataset(self, kind: str, where: Path) -> None:
+        """Make ``where`` a synthetic copy of dataset ``kind`` (built once per sandbox)."""
+        if where.exists():
+            return
+        built = self.cache / kind
+        if not built.exists():
+            write_dataset(kind, built)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.symlink_to(built, target_is_directory=True)
+
+    def run_dir(self, where: Path) -> None:
+        """Make ``where`` a copy of the tiny base run (``checkpoints/last.pt``, recipe, metrics)."""
+        if self.base_run is None:
+            self.base_run = self._train_base_run()
+        where.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.base_run, where, dirs_exist_ok=True)
+
+    def _train_base_run(self) -> Path:
+        from mcjepa_cli.config import load_recipe
+        from mcjepa_cli.engine.trainer import pretrain
+
+        out = self.cache / "base_run"
+        if not (out / "checkpoints" / "last.pt").is_file():
+            overrides = [o for o in TINY_OVERRIDES if not o.startswith("data.flow_size")]
+            pretrain(load_recipe("quickstart", [*overrides, "data.flow_size=[64,96]"]),
+                     output=str(out), overwrite=True, show_progress=False)
+        return out
+
+    def has_run(self) -> bool:
+        runs = self.work / "runs"
+        return runs.is_dir() and any((d / "checkpoints" / "last.pt").is_file() for d in runs.iterdir())
+
+
+# ---------------------------------------------------------------------------------------
+# running one mcjepa line
+
+
+def _cli():
+    import typer
+
+    from mcjepa_cli.main import app
+
+    return typer.main.get_command(app)
+
+
+def split_args(sub, args: list[str]) -> list[tuple[str, str | None, list[int]]]:
+    """(param name, option as written or None for positionals, indices of its values)."""
+    by_opt = {}
+    for p in sub.params:
+        for o in list(getattr(p, "opts", [])) + list(getattr(p, "secondary_opts", [])):
+            if o.startswith("-"):
+                by_opt[o] = p
+    positional = [p for p in sub.params if not any(o.startswith("-") for o in getattr(p, "opts", []))]
+    out = []
+    i = 0
+    pos_i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-") and a != "-":
+            name, _, inline = a.partition("=")
+            p = by_opt.get(name)
+            if p is None:
+                out.append(("?", a, []))
+                i += 1
+                continue
+            if getattr(p, "is_flag", False) or getattr(p, "count", False):
+                out.append((p.name, name, []))
+                i += 1
+                continue
+            nargs = max(1, int(getattr(p, "nargs", 1) or 1))
+            if inline:
+                out.append((p.name, name, [i]))
+                i += 1
+            else:
+                out.append((p.name, name, list(range(i + 1, min(len(args), i + 1 + nargs)))))
+                i += 1 + nargs
+            continue
+        p = positional[min(pos_i, len(positional) - 1)] if positional else None
+        out.append((p.name if p is not None else "?", None, [i]))
+        if p is not None and getattr(p, "nargs", 1) != -1:
+            pos_i += 1
+        i += 1
+    return out
+
+
+def _value(args: list[str], option: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == option and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+        else:
+            continue
+        return value
+    return None
+
+
+def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
+    """Map paths, materialise missing inputs, append the cheap overrides; returns the argv."""
+    from mcjepa_cli.data.roots import DATA_FOLDER_NAMES
+
+    cli = _cli()
+    args = list(words)
+    if not args or args[0].startswith("-") or args[0] not in cli.commands:
+        return args  # `mcjepa --version`, `mcjepa --help`, ...
+    name = args[0]
+    sub = cli.commands[name]
+    rest = args[1:]
+    groups = split_args(sub, rest)
+    images_seen = flows_seen = 0
+    dataset = _value(rest, "--dataset") or ("davis" if name == "davis-eval" else None)
+    for pname, opt, idx in groups:
+        for i in idx:
+            v = rest[i]
+            if opt == "--set" and "=" in v:
+                key, val = v.split("=", 1)
+                if val.startswith(("~", "/", "$")):
+                    val = sandbox.map_path(val)
+                    rest[i] = f"{key}={val}"
+                if key == "model.encoder.init" and val not in ("null", "") and not Path(sandbox.work, val).exists():
+                    _timm_weights(sandbox.work / val)
+                continue
+            if v.startswith(("~", "/", "$")):
+                rest[i] = v = sandbox.map_path(v)
+            if pname not in INPUT_PARAMS or v == "latest":
+                continue
+            target = Path(v) if Path(v).is_absolute() else sandbox.work / v
+            if target.exists():
+                if pname in ("input",) and target.suffix.lower() in IMAGE_EXT:
+                    images_seen += 1
+                continue
+            suffix = target.suffix.lower()
+            if pname == "root" and dataset in DATA_FOLDER_NAMES:
+                sandbox.dataset(dataset, target)
+            elif pname in ("checkpoint", "resume"):
+                _materialise_run(sandbox, target)
+            elif pname == "recipe":
+                _copy_recipe(target)
+            elif pname == "probe":
+                found = sorted(sandbox.work.rglob(target.name), key=lambda p: p.stat().st_mtime)
+                if found:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(found[-1], target)
+            elif pname == "predictions":
+                _materialise_predictions(sandbox, name, rest, target)
+            elif pname == "flow" or suffix in FLOW_EXT:
+                c = _clip(0, flows_seen + 2)
+                _write_flow(target, c.flow[flows_seen])
+                flows_seen += 1
+            elif pname == "mask":
+                _write_label(target, _clip(0, 1).instances[0].numpy())
+            elif suffix in VIDEO_EXT:
+                write_video(target)
+            elif suffix in IMAGE_EXT:
+                _write_image(target, _clip(0, images_seen + 1).frames[images_seen])
+                images_seen += 1
+            elif pname == "input" and not suffix:
+                c = _clip(0, 6)
+                for t in range(6):
+                    _write_image(target / f"{t:05d}.jpg", c.frames[t])
+    # datasets read from $MCJEPA_DATA/<Name>
+    if dataset in DATA_FOLDER_NAMES and _value(rest, "--root") is None and _value(rest, "--predictions") is None:
+        sandbox.dataset(dataset, sandbox.data / DATA_FOLDER_NAMES[dataset])
+    if name == "davis-eval" and _value(rest, "--predictions") is not None and _value(rest, "--root") is None:
+        sandbox.dataset("davis", sandbox.data / DATA_FOLDER_NAMES["davis"])
+    # `latest` and a bare `--checkpoint` default need a run under ./runs
+    uses_latest = "latest" in rest or (name == "visualize" and _value(rest, "--checkpoint") is None
+                                       and _value(rest, "-c") is None and _value(rest, "--flow") is None)
+    if uses_latest and not sandbox.has_run():
+        sandbox.run_dir(sandbox.work / "runs" / "quickstart")
+    return [name, *rest, *cheap_options(name, rest, sub)]
+
+
+def cheap_options(name: str, rest: list[str], sub) -> list[str]:
+    """Options appended to a line so that it runs in seconds (the last occurrence wins)."""
+    extra: list[str] = []
+    opts = {o for p in sub.params for o in getattr(p, "opts", [])}
+    if "--device" in opts and _value(rest, "--device") is not None:
+        extra += ["--device", "cpu"]
+    if name == "pretrain":
+        if "--resume" not in rest:
+            recipe = rest[0] if rest and not rest[0].startswith("-") else None
+            for o in [*TINY_OVERRIDES, *CHEAP_PRETRAIN, *_synthetic_data(recipe, rest)]:
+                extra += ["--set", o]
+            if _value(rest, "--precision") is not None:
+                extra += ["--precision", "fp32"]
+        extra.append("--no-progress")
+    elif name == "flow-eval":
+        if _value(rest, "--dataset") == "synthetic":
+            extra += ["--count", "2", "--size", "64x64"]
+        extra += ["--batch-size", "2", "--no-progress"]
+    elif name == "segment-eval":
+        extra += ["--steps", "2", "--batch-size", "2", "--crop-size", "64", "--train-images", "3",
+                  "--val-images", "2", "--examples", "1", "--workers", "0", "--quiet"]
+        if _value(rest, "--precision") is not None:
+            extra += ["--precision", "fp32"]
+    elif name == "davis-eval":
+        if _value(rest, "--dataset") == "synthetic":
+            extra += ["--num-sequences", "1", "--num-frames", "3", "--synthetic-size", "64x64"]
+        if _value(rest, "--predictions") is None:
+            extra += ["--size", "64"]
+        extra.append("--quiet")
+    elif name == "visualize":
+        has_frames = any(not a.startswith("-") for a in rest[:1])
+        if has_frames:
+            extra += ["--max-frames", "3", "--size", "64"]
+        extra.append("--no-progress")
+    elif name == "export":
+        fmt = _value(rest, "--format") or _value(rest, "-f") or "timm"
+        if fmt != "timm":
+            extra += ["--size", "64", "64"]
+    return extra
+
+
+def _synthetic_data(recipe: str | None, rest: list[str]) -> list[str]:
+    """Overrides that put a recipe's flow / image sources on the synthetic world."""
+    from mcjepa_cli.config import load_recipe
+
+    sets = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--set"]
+    try:
+        r = load_recipe(recipe or "quickstart", sets)
+    except Exception:  # the real run reports a bad recipe with its own message
+        return []
+    out = []
+    if r.data.flow:
+        out.append("data.flow=[{name: synthetic}]")
+    if r.data.images:
+        out.append("data.images=[{name: synthetic}]")
+    return out
+
+
+def _timm_weights(path: Path, arch: str = "convnext_atto") -> None:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model(arch, pretrained=False, num_classes=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    else:
+        torch.save(net.state_dict(), path)
+
+
+def _materialise_run(sandbox: Sandbox, target: Path) -> None:
+    if target.suffix == ".pt":
+        run = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+        sandbox.run_dir(run)
+        if not target.exists():
+            shutil.copy2(run / "checkpoints" / "last.pt", target)
+    else:
+        sandbox.run_dir(target)
+
+
+def _copy_recipe(target: Path) -> None:
+    from mcjepa_cli.config import recipe_dirs
+
+    for d in recipe_dirs():
+        cand = d / target.name
+        if cand.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cand, target)
+            return
+
+
+def _materialise_predictions(sandbox: Sandbox, name: str, rest: list[str], target: Path) -> None:
+    """Predictions of another method: zero flow (flow-eval) or the ground-truth masks (davis-eval)."""
+    from mcjepa_cli.data.roots import DATA_FOLDER_NAMES
+
+    if name == "davis-eval":
+        root = _value(rest, "--root")
+        root_path = Path(root) if root else sandbox.data / DATA_FOLDER_NAMES["davis"]
+        if not root_path.is_absolute():
+            root_path = sandbox.work / root_path
+        sandbox.dataset("davis", root_path)
+        shutil.copytree(root_path / "Annotations" / "480p", target)
+    elif name == "flow-eval":
+        keep = []
+        for opt in ("--dataset", "--root", "--pass", "--split"):
+            v = _value(rest, opt)
+            if v is not None:
+                keep += [opt, v]
+        run_cli(sandbox, ["flow-eval", *keep, "--model", "zero", "--save-predictions", str(target),
+                          "--no-progress"])
+
+
+@contextlib.contextmanager
+def _in_dir(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_cli(sandbox: Sandbox, argv: list[str]) -> tuple[int, str]:
+    """Run ``mcjepa argv`` in-process in the sandbox; (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from mcjepa_cli.main import app
+
+    with _in_dir(sandbox.work):
+        r = CliRunner().invoke(app, argv, env=sandbox.env)
+    text = r.output
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        import traceback
+
+        text += "".join(traceback.format_exception(r.exception))
+    return r.exit_code, text
+
+
+def mcjepa_words(text: str) -> list[str]:
+    words = _words(text)
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        words = words[1:]
+    if words[0] == "mcjepa":
+        return words[1:]
+    return words[3:]  # python -m mcjepa_cli
+
+
+# ---------------------------------------------------------------------------------------
+# launcher lines (torchrun, srun)
+
+
+def launcher_parts(text: str) -> tuple[list[str], list[str]]:
+    """(torchrun's own arguments, the mcjepa arguments) of a torchrun / srun line."""
+    words = [re.sub(r"\$\{?(\w+)\}?", lambda m: LAUNCH_ENV.get(m.group(1), "1"), w) for w in _words(text)]
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        words = words[1:]
+    if words and words[0] == "srun":
+        k = next((i for i, w in enumerate(words) if w in ("torchrun", "python", "python3")), None)
+        if k is None:
+            raise ValueError("srun line without torchrun")
+        words = words[k:]
+    if words[:3] in (["python", "-m", "torch.distributed.run"], ["python3", "-m", "torch.distributed.run"]):
+        words = ["torchrun", *words[3:]]
+    if not words or words[0] != "torchrun":
+        raise ValueError("expected torchrun")
+    from torch.distributed.run import get_args_parser
+
+    ns = get_args_parser().parse_args(words[1:])
+    if not (ns.module and ns.training_script == "mcjepa_cli"):
+        raise ValueError("expected '-m mcjepa_cli <command> ...' after the torchrun flags")
+    return words[1: len(words) - len(ns.training_script_args) - 1], list(ns.training_script_args)
+
+
+def parse_only(args: list[str]) -> None:
+    """Parse ``mcjepa args`` with the CLI's own parser and resolve a pretrain recipe (no run)."""
+    cli = _cli()
+    ctx = cli.make_context("mcjepa", list(args), resilient_parsing=False)
+    with ctx:
+        name, sub, rest = cli.resolve_command(ctx, ctx.protected_args + ctx.args)
+        sub_ctx = sub.make_context(name, rest, parent=ctx)
+        if name == "pretrain":
+            from mcjepa_cli.config import load_recipe
+
+            p = sub_ctx.params
+            if p.get("recipe") and not p.get("resume"):
+                load_recipe(p["recipe"], list(p.get("set_") or []))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_launcher(sandbox: Sandbox, text: str) -> tuple[int, str]:
+    """Run a torchrun line for real on CPU: 2 processes, or 2 local 'nodes' x 1 process."""
+    from torch.distributed.run import get_args_parser
+
+    torch_args, mc_args = launcher_parts(text)
+    ns = get_args_parser().parse_args([*torch_args, "-m", "mcjepa_cli"])
+    nodes = str(ns.nnodes).split(":")[-1]
+    sub = _cli().commands[mc_args[0]]
+    mc = [mc_args[0], *mc_args[1:], *cheap_options(mc_args[0], mc_args[1:], sub)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **sandbox.env)
+    base = [sys.executable, "-m", "torch.distributed.run"]
+    if int(nodes) <= 1:
+        cmds = [[*base, "--standalone", "--nproc_per_node", "2", "-m", "mcjepa_cli", *mc]]
+    else:
+        port = _free_port()
+        cmds = [[*base, "--nnodes", "2", "--node_rank", str(r), "--nproc_per_node", "1",
+                 "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "docs",
+                 "-m", "mcjepa_cli", *mc] for r in range(2)]
+    procs = [subprocess.Popen(c, cwd=sandbox.work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for c in cmds]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    code = max(p.returncode for p in procs)
+    return code, "\n".join(outs)
+
+
+# ---------------------------------------------------------------------------------------
+# pages
+
+
+def check_page(page: Path, sandbox: Sandbox, full: bool = False) -> list[Outcome]:
+    """Run (or parse) every command of ``page`` in ``sandbox``, in order."""
+    outcomes = []
+    for cmd in extract_commands(page.read_text(encoding="utf-8"), page):
+        t0 = time.time()
+        if cmd.skip:
+            outcomes.append(Outcome(cmd, "skip", cmd.skip))
+            continue
+        if cmd.kind == "file":
+            target = sandbox.work / cmd.text
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(cmd.content, encoding="utf-8")
+            outcomes.append(Outcome(cmd, "ok", f"wrote {cmd.text}"))
+            continue
+        if cmd.kind == "launcher":
+            try:
+                torch_args, mc_args = launcher_parts(cmd.text)
+                parse_only(mc_args)
+            except SystemExit as e:  # argparse's way of reporting bad torchrun flags
+                outcomes.append(Outcome(cmd, "fail", f"torchrun flags do not parse (exit {e.code})"))
+                continue
+            except Exception as e:  # any parse or recipe error is a docs error
+                outcomes.append(Outcome(cmd, "fail", f"{type(e).__name__}: {e}"))
+                continue
+            if full:
+                code, text = run_launcher(sandbox, cmd.text)
+                status = "ok" if code == 0 else "fail"
+                outcomes.append(Outcome(cmd, status, text[-3000:] if code else "", time.time() - t0))
+            else:
+                outcomes.append(Outcome(cmd, "parsed", "launcher flags and mcjepa arguments parse"))
+            continue
+        try:
+            argv = prepare(sandbox, mcjepa_words(cmd.text))
+        except Exception as e:  # a docs-check bug or an unsupported path: report, do not hide
+            outcomes.append(Outcome(cmd, "fail", f"could not prepare the sandbox: {type(e).__name__}: {e}"))
+            continue
+        code, text = run_cli(sandbox, argv)
+        outcomes.append(Outcome(cmd, "ok" if code == 0 else "fail",
+                                "" if code == 0 else f"exit {code}\n{text[-3000:]}",
+                                time.time() - t0, argv))
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pages", nargs="*", type=Path, help="pages to check (default: README.md and docs/*.md)")
+    parser.add_argument("--full", action="store_true", help="also run the torchrun lines (CPU, gloo)")
+    parser.add_argument("--keep", type=Path, help="build the sandboxes here and keep them")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the argv of every line")
+    args = parser.parse_args(argv)
+    pages = args.pages or doc_pages()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="mcjepa-docs-"))
+    base_sandbox = Sandbox(root / "_base")
+    failed = 0
+    try:
+        for page in pages:
+            sandbox = Sandbox(root / page.stem, base_sandbox.base_run)
+            sandbox.cache = base_sandbox.cache  # datasets and the tiny run are built once
+            for o in check_page(page, sandbox, full=args.full):
+                rel = o.command.path.relative_to(REPO) if o.command.path.is_absolute() else o.command.path
+                print(f"{o.status:6s} {rel}:{o.command.line}  {o.command.text}  ({o.seconds:.1f} s)"
+                      if o.status in ("ok", "fail") else f"{o.status:6s} {rel}:{o.command.line}  "
+                      f"{o.command.text}  [{o.detail}]")
+                if args.verbose and o.argv:
+                    print("       argv: mcjepa " + " ".join(shlex.quote(a) for a in o.argv))
+                if o.status == "fail":
+                    failed += 1
+                    print("       " + o.detail.replace("\n", "\n       "))
+            base_sandbox.base_run = sandbox.base_run
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"{failed} failing command line(s)" if failed else "every command line of the docs ran")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
