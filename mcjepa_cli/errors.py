@@ -16,7 +16,8 @@ class UserError(Exception):
     exit_code = 2
 
     def __init__(self, culprit: str | Path, expected: str) -> None:
-        self.culprit = str(culprit)
+        # a culprit may come from user data (a YAML key, a file name): keep it on one line
+        self.culprit = str(culprit).replace("\r", "\\r").replace("\n", "\\n")
         self.expected = " ".join(str(expected).split())  # always one line
         super().__init__(f"{self.culprit}: {self.expected}")
 

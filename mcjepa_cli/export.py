@@ -238,6 +238,9 @@ def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | N
     out = Path(output) if output is not None else default_output(ckpt_path, fmt, arch, size)
     if out.is_dir():
         raise UserError(out, "expected a file name for --output, found a folder")
+    if fmt == "export" and out.suffix != ".pt2":
+        raise UserError(out, "a torch.export program must be named *.pt2 (torch.export.load "
+                        "reads no other name)")
 
     if fmt == "timm":
         from safetensors.torch import save_file

@@ -9,6 +9,8 @@ What is checked, in every fenced ```bash block of ``docs/*.md`` and ``README.md`
   torchrun's own parser, the mcjepa part with the CLI's parser, and a pretrain recipe is
   resolved with its overrides (``--full`` also runs single-node lines with 2 CPU processes and
   multi-node lines as 2 local "nodes" x 1 process);
+* on a page that holds ``<!-- docs-check: python -->``, the ```python blocks run too, in
+  order, sharing one namespace (a block holding ``# docs-check: skip`` is listed, not run);
 * a line ending in ``# docs-check: skip (reason)`` is listed, not run.
 
 The cheap form: ``pretrain`` gets the tiny overrides of ``tests/conftest.py`` (synthetic data,
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 SKIP_RE = re.compile(r"#\s*docs-check:\s*skip\b\s*(.*)$")
 FENCE_RE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 FILE_RE = re.compile(r"^#\s*file:\s*(\S+)\s*$")
+PYTHON_MARK = "<!-- docs-check: python -->"  # a page with it has its ```python blocks run, in order
 SHELL_LANGS = ("bash", "sh", "shell", "console")
 
 # The tiny recipe of tests/conftest.py (kept in step by tests/test_docs.py), plus synthetic data
@@ -82,7 +85,8 @@ CHEAP_PRETRAIN = [
 LAUNCH_ENV = {"SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_NODEID": "0", "SLURM_PROCID": "0",
               "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "node[001-002]", "MASTER_ADDR": "node001",
               "MASTER_PORT": "29500", "NODE_RANK": "0", "HEAD_NODE": "node001"}
-INPUT_PARAMS = {"root", "checkpoint", "flow", "mask", "probe", "predictions", "resume", "input", "recipe"}
+INPUT_PARAMS = {"root", "checkpoint", "flow", "mask", "probe", "predictions", "resume", "input", "inputs",
+                "recipe"}
 VIDEO_EXT = {".mp4", ".webm", ".avi", ".mov", ".gif", ".mkv"}
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".ppm", ".bmp"}
 FLOW_EXT = {".flo", ".pfm"}
@@ -96,9 +100,9 @@ class DocCommand:
     path: Path
     line: int
     text: str
-    kind: str  # "mcjepa", "launcher" (torchrun / srun) or "file" (a ```yaml # file: block)
+    kind: str  # "mcjepa", "launcher" (torchrun / srun), "file" (```yaml # file:) or "python"
     skip: str | None = None
-    content: str = ""  # the file's text for kind "file"
+    content: str = ""  # the file's text (kind "file") or the code (kind "python")
 
 
 @dataclass
@@ -142,36 +146,15 @@ def command_kind(text: str) -> str | None:
     return None
 
 
-def extract_commands(text: str, path: Path = Path("<text>")) -> list[DocCommand]:
-    """The runnable lines of a Markdown page, in order."""
+def _skip_reason(text: str) -> str | None:
+    m = SKIP_RE.search(text)
+    return (m.group(1).strip().strip("()") or "marked skip") if m else None
+
+
+def _shell_commands(lines: list[tuple[int, str]], path: Path) -> list[DocCommand]:
     out: list[DocCommand] = []
-    lang: str | None = None
-    fence = ""
     buf, start = "", 0
-    file_name: str | None = None
-    file_lines: list[str] = []
-    file_start = 0
-    for n, line in enumerate(text.splitlines(), 1):
-        m = FENCE_RE.match(line)
-        if lang is None:
-            if m:
-                lang, fence = m.group(2).lower(), m.group(1)
-                file_name, file_lines = None, []
-            continue
-        if m and line.strip().startswith(fence[:3]) and not m.group(2):
-            if file_name is not None:
-                out.append(DocCommand(path, file_start, file_name, "file", content="\n".join(file_lines) + "\n"))
-            lang, buf = None, ""
-            continue
-        if lang in ("yaml", "yml"):
-            fm = FILE_RE.match(line.strip())
-            if fm and not file_lines and file_name is None:
-                file_name, file_start = fm.group(1), n
-            elif file_name is not None:
-                file_lines.append(line)
-            continue
-        if lang not in SHELL_LANGS:
-            continue
+    for n, line in lines:
         if not buf:
             start = n
         stripped = line.rstrip()
@@ -183,12 +166,45 @@ def extract_commands(text: str, path: Path = Path("<text>")) -> list[DocCommand]
         kind = command_kind(full)
         if kind is None:
             continue
+        skip = _skip_reason(full)
         sk = SKIP_RE.search(full)
-        skip = (sk.group(1).strip().strip("()") or "marked skip") if sk else None
         command = full[: sk.start()].strip() if sk else full
         if re.search(r"--install-completion\b", command):
             skip = skip or "changes the shell's startup files"
         out.append(DocCommand(path, start, command, kind, skip))
+    return out
+
+
+def extract_commands(text: str, path: Path = Path("<text>")) -> list[DocCommand]:
+    """The checkable items of a Markdown page, in order: shell command lines, ```yaml blocks
+    that start with ``# file: NAME``, and ```python blocks on pages marked ``PYTHON_MARK``."""
+    out: list[DocCommand] = []
+    lang: str | None = None
+    fence = ""
+    block: list[tuple[int, str]] = []
+    run_python_blocks = PYTHON_MARK in text
+    for n, line in enumerate(text.splitlines(), 1):
+        m = FENCE_RE.match(line)
+        if lang is None:
+            if m:
+                lang, fence, block = m.group(2).lower(), m.group(1), []
+            continue
+        if not (m and line.strip().startswith(fence[:3]) and not m.group(2)):
+            block.append((n, line))
+            continue
+        # the block ends here
+        if lang in SHELL_LANGS:
+            out.extend(_shell_commands(block, path))
+        elif lang in ("python", "py") and block and run_python_blocks:
+            code = "\n".join(line for _, line in block) + "\n"
+            out.append(DocCommand(path, block[0][0], block[0][1].strip(), "python", _skip_reason(code),
+                                  content=code))
+        elif lang in ("yaml", "yml") and block:
+            fm = FILE_RE.match(block[0][1].strip())
+            if fm:
+                body = "\n".join(line for _, line in block[1:]) + "\n"
+                out.append(DocCommand(path, block[0][0], fm.group(1), "file", content=body))
+        lang = None
     return out
 
 
@@ -359,6 +375,14 @@ class Sandbox:
             t = str(self.abs / t.lstrip("/"))
         return t
 
+    def inside(self, text: str | Path) -> Path:
+        """The sandbox path for a (mapped) argument; refuses anything outside the sandbox."""
+        p = Path(text)
+        p = Path(os.path.normpath(p if p.is_absolute() else self.work / p))  # lexical: keeps symlinks
+        if not p.is_relative_to(self.root):
+            raise ValueError(f"{text}: outside the docs sandbox {self.root}")
+        return p
+
     def dataset(self, kind: str, where: Path) -> None:
         """Make ``where`` a synthetic copy of dataset ``kind`` (built once per sandbox)."""
         if where.exists():
@@ -468,6 +492,17 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
     sub = cli.commands[name]
     rest = args[1:]
     groups = split_args(sub, rest)
+    # pass 1: every path into the sandbox (~ -> home/, / -> abs/, $MCJEPA_DATA -> mcjepa_data/)
+    for _, opt, idx in groups:
+        for i in idx:
+            v = rest[i]
+            if opt == "--set" and "=" in v:
+                key, val = v.split("=", 1)
+                if val.startswith(("~", "/", "$")):
+                    rest[i] = f"{key}={sandbox.map_path(val)}"
+            elif v.startswith(("~", "/", "$")):
+                rest[i] = sandbox.map_path(v)
+    # pass 2: make what the line reads and does not exist
     images_seen = flows_seen = 0
     dataset = _value(rest, "--dataset") or ("davis" if name == "davis-eval" else None)
     for pname, opt, idx in groups:
@@ -475,38 +510,32 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
             v = rest[i]
             if opt == "--set" and "=" in v:
                 key, val = v.split("=", 1)
-                if val.startswith(("~", "/", "$")):
-                    val = sandbox.map_path(val)
-                    rest[i] = f"{key}={val}"
-                if key == "model.encoder.init" and val not in ("null", "") and not Path(sandbox.work, val).exists():
-                    _timm_weights(sandbox.work / val)
+                if key == "model.encoder.init" and val not in ("null", ""):
+                    target = sandbox.inside(val)
+                    if not target.exists():
+                        _timm_weights(target)
                 continue
-            if v.startswith(("~", "/", "$")):
-                rest[i] = v = sandbox.map_path(v)
             if pname not in INPUT_PARAMS or v == "latest":
                 continue
-            target = Path(v) if Path(v).is_absolute() else sandbox.work / v
+            target = sandbox.inside(v)
+            suffix = target.suffix.lower()
             if target.exists():
-                if pname in ("input",) and target.suffix.lower() in IMAGE_EXT:
+                if pname in ("input", "inputs") and suffix in IMAGE_EXT:
                     images_seen += 1
                 continue
-            suffix = target.suffix.lower()
             if pname == "root" and dataset in DATA_FOLDER_NAMES:
                 sandbox.dataset(dataset, target)
             elif pname in ("checkpoint", "resume"):
                 _materialise_run(sandbox, target)
             elif pname == "recipe":
-                _copy_recipe(target)
+                if suffix in (".yaml", ".yml"):
+                    _copy_recipe(target)
             elif pname == "probe":
-                found = sorted(sandbox.work.rglob(target.name), key=lambda p: p.stat().st_mtime)
-                if found:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(found[-1], target)
+                _newest_like(sandbox, target)
             elif pname == "predictions":
                 _materialise_predictions(sandbox, name, rest, target)
             elif pname == "flow" or suffix in FLOW_EXT:
-                c = _clip(0, flows_seen + 2)
-                _write_flow(target, c.flow[flows_seen])
+                _write_flow(target, _clip(0, flows_seen + 2).flow[flows_seen])
                 flows_seen += 1
             elif pname == "mask":
                 _write_label(target, _clip(0, 1).instances[0].numpy())
@@ -515,21 +544,30 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
             elif suffix in IMAGE_EXT:
                 _write_image(target, _clip(0, images_seen + 1).frames[images_seen])
                 images_seen += 1
-            elif pname == "input" and not suffix:
+            elif pname in ("input", "inputs") and not suffix:
                 c = _clip(0, 6)
                 for t in range(6):
                     _write_image(target / f"{t:05d}.jpg", c.frames[t])
     # datasets read from $MCJEPA_DATA/<Name>
-    if dataset in DATA_FOLDER_NAMES and _value(rest, "--root") is None and _value(rest, "--predictions") is None:
+    if dataset in DATA_FOLDER_NAMES and _value(rest, "--root") is None:
         sandbox.dataset(dataset, sandbox.data / DATA_FOLDER_NAMES[dataset])
-    if name == "davis-eval" and _value(rest, "--predictions") is not None and _value(rest, "--root") is None:
-        sandbox.dataset("davis", sandbox.data / DATA_FOLDER_NAMES["davis"])
-    # `latest` and a bare `--checkpoint` default need a run under ./runs
+    # `latest`, and visualize's default checkpoint, need a run under ./runs
     uses_latest = "latest" in rest or (name == "visualize" and _value(rest, "--checkpoint") is None
                                        and _value(rest, "-c") is None and _value(rest, "--flow") is None)
     if uses_latest and not sandbox.has_run():
         sandbox.run_dir(sandbox.work / "runs" / "quickstart")
     return [name, *rest, *cheap_options(name, rest, sub)]
+
+
+def _newest_like(sandbox: Sandbox, target: Path) -> None:
+    """Copy the newest file named like ``target`` that an earlier line wrote (``probe.pt``),
+    preferring one whose folder starts like ``target``'s (``voc-...`` for ``voc-2025...``)."""
+    prefix = target.parent.name.split("-")[0]
+    found = [p for p in sandbox.work.rglob(target.name) if p.is_file()]
+    if found:
+        best = max(found, key=lambda p: (p.parent.name.split("-")[0] == prefix, p.stat().st_mtime))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(best, target)
 
 
 def cheap_options(name: str, rest: list[str], sub) -> list[str]:
@@ -538,6 +576,8 @@ def cheap_options(name: str, rest: list[str], sub) -> list[str]:
     opts = {o for p in sub.params for o in getattr(p, "opts", [])}
     if "--device" in opts and _value(rest, "--device") is not None:
         extra += ["--device", "cpu"]
+    if "--arch" in opts and _value(rest, "--arch") is not None:
+        extra += ["--arch", "convnext_atto"]  # random baselines of the paper's architecture
     if name == "pretrain":
         if "--resume" not in rest:
             recipe = rest[0] if rest and not rest[0].startswith("-") else None
@@ -631,9 +671,7 @@ def _materialise_predictions(sandbox: Sandbox, name: str, rest: list[str], targe
 
     if name == "davis-eval":
         root = _value(rest, "--root")
-        root_path = Path(root) if root else sandbox.data / DATA_FOLDER_NAMES["davis"]
-        if not root_path.is_absolute():
-            root_path = sandbox.work / root_path
+        root_path = sandbox.inside(root) if root else sandbox.data / DATA_FOLDER_NAMES["davis"]
         sandbox.dataset("davis", root_path)
         shutil.copytree(root_path / "Annotations" / "480p", target)
     elif name == "flow-eval":
@@ -679,6 +717,32 @@ def mcjepa_words(text: str) -> list[str]:
     if words[0] == "mcjepa":
         return words[1:]
     return words[3:]  # python -m mcjepa_cli
+
+
+def run_python(sandbox: Sandbox, cmd: DocCommand, namespace: dict[str, object]) -> None:
+    """Execute a ```python block in the sandbox; image, video and flow file names it mentions
+    that do not exist are rendered from the synthetic world first (consecutive frames in order)."""
+    import ast
+
+    images = flows = 0
+    for node in ast.walk(ast.parse(cmd.content)):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        target = sandbox.work / node.value
+        suffix = target.suffix.lower()
+        if "/" in node.value or target.exists() or not suffix:
+            continue
+        if suffix in VIDEO_EXT:
+            write_video(target)
+        elif suffix in IMAGE_EXT:
+            _write_image(target, _clip(0, images + 1).frames[images])
+            images += 1
+        elif suffix in FLOW_EXT:
+            _write_flow(target, _clip(0, flows + 2).flow[flows])
+            flows += 1
+    code = compile(cmd.content, f"{cmd.path}:{cmd.line}", "exec")
+    with _in_dir(sandbox.work):
+        exec(code, namespace)  # noqa: S102 - the docs' own example code, run on purpose
 
 
 # ---------------------------------------------------------------------------------------
@@ -760,6 +824,7 @@ def run_launcher(sandbox: Sandbox, text: str) -> tuple[int, str]:
 def check_page(page: Path, sandbox: Sandbox, full: bool = False) -> list[Outcome]:
     """Run (or parse) every command of ``page`` in ``sandbox``, in order."""
     outcomes = []
+    namespace: dict[str, object] = {"__name__": "__docs__"}  # shared by the page's python blocks
     for cmd in extract_commands(page.read_text(encoding="utf-8"), page):
         t0 = time.time()
         if cmd.skip:
@@ -770,6 +835,15 @@ def check_page(page: Path, sandbox: Sandbox, full: bool = False) -> list[Outcome
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(cmd.content, encoding="utf-8")
             outcomes.append(Outcome(cmd, "ok", f"wrote {cmd.text}"))
+            continue
+        if cmd.kind == "python":
+            try:
+                run_python(sandbox, cmd, namespace)
+                outcomes.append(Outcome(cmd, "ok", "", time.time() - t0))
+            except Exception:  # a failing snippet is a docs error: show its traceback
+                import traceback
+
+                outcomes.append(Outcome(cmd, "fail", traceback.format_exc()[-3000:], time.time() - t0))
             continue
         if cmd.kind == "launcher":
             try:

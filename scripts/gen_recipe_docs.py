@@ -212,9 +212,12 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _text(text: str) -> str:
-    """Plain text for a Markdown table cell: no raw HTML, no column breaks, capitalised."""
-    text = text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    return text[:1].upper() + text[1:] if text else "—"
+    """Source text for Markdown: no raw HTML, no column breaks, RST ``literals`` as `code`."""
+    parts = text.replace("``", "`").split("`")  # odd parts are inside `code`
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    text = "`".join(parts).replace("|", "\\|")
+    return text or "—"
 
 
 def render() -> str:

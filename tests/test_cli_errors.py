@@ -24,6 +24,9 @@ from typer.testing import CliRunner
 from conftest import TINY_OVERRIDES
 from mcjepa_cli.main import app
 
+_SMALL_DAVIS = "--num-sequences 1 --num-frames 3 --synthetic-size 32x32"  # renders in milliseconds
+_SMALL_SEG = "--train-images 2 --val-images 2 --preset cpu"
+
 # (command line, culprit that the error line must name). Keep it one row per line.
 CASES: list[tuple[str, str]] = [
     # ---------------------------------------------------------------- pretrain
@@ -44,6 +47,7 @@ CASES: list[tuple[str, str]] = [
     ("pretrain quickstart --set train.precision=fp8", "train.precision"),
     ("pretrain quickstart --set data.on_error=ignore", "data.on_error"),
     ("pretrain quickstart --set nosection", "--set nosection"),
+    ("pretrain quickstart --set 'optim.lr\nx=1'", "optim.lr\\nx"),  # a line break in the culprit
     ("pretrain quickstart --device tpu -o <tmp>/run", "--device tpu"),
     ("pretrain quickstart --set model.encoder.arch=resnet50 -o <tmp>/run", "resnet50"),
     ("pretrain quickstart --set 'data.flow=[{name: sintle}]' -o <tmp>/run", "data.flow[0].name"),
@@ -100,7 +104,7 @@ CASES: list[tuple[str, str]] = [
     ("visualize --flow <flo_ok> --stride 0 -o <tmp>/v.png", "--stride 0"),
     ("visualize --flow <flo_ok> -o <existing_png>", "<existing_png>"),
     ("visualize <img_ok> <img_ok> --checkpoint <ckpt_ok> --mask <img_ok> -o <tmp>/v.png", "<img_ok>"),
-    ("visualize <img_ok> <img_ok> --checkpoint <ckpt_ok> --feature-stride 3 -o <tmp>/v.png",
+    ("visualize <img_ok> <img_ok> --checkpoint <ckpt_ok> --show frame,pca --feature-stride 3 -o <tmp>/v.png",
      "--feature-stride"),
     ("visualize <img_ok> <img_ok> --checkpoint <ckpt_ok> --device tpu -o <tmp>/v.png", "tpu"),
     # ---------------------------------------------------------------- segment-eval
@@ -108,32 +112,44 @@ CASES: list[tuple[str, str]] = [
     ("segment-eval --dataset voc --root <missing> --backbone random", "<missing>"),
     ("segment-eval --dataset voc --root <wrong_layout> --backbone random", "<wrong_layout>"),
     ("segment-eval --dataset cityscapes --root <wrong_layout> --backbone random", "<wrong_layout>"),
-    ("segment-eval --dataset synthetic --checkpoint <missing>", "<missing>"),
-    ("segment-eval --dataset synthetic --checkpoint <ckpt_pickle>", "<ckpt_pickle>"),
-    ("segment-eval --dataset synthetic --checkpoint <ckpt_wrong_arch>", "<ckpt_wrong_arch>"),
-    ("segment-eval --dataset synthetic --checkpoint <ckpt_text>", "<ckpt_text>"),
-    ("segment-eval --dataset synthetic --backbone pretrained", "pretrained"),
-    ("segment-eval --dataset synthetic --backbone random --arch resnet50", "resnet50"),
-    ("segment-eval --dataset synthetic --backbone random --preset gpu", "gpu"),
-    ("segment-eval --dataset synthetic --backbone random --crop-size abc", "abc"),
-    ("segment-eval --dataset synthetic --backbone random --levels 3,5", "3,5"),
-    ("segment-eval --dataset synthetic --backbone random --probe <ckpt_text>", "<ckpt_text>"),
-    ("segment-eval --dataset synthetic --backbone random --probe <ckpt_pickle>", "<ckpt_pickle>"),
-    ("segment-eval --dataset synthetic --backbone random --device tpu", "tpu"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --checkpoint <missing>", "<missing>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --checkpoint <ckpt_pickle>", "<ckpt_pickle>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --checkpoint <ckpt_wrong_arch>", "<ckpt_wrong_arch>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --checkpoint <ckpt_text>", "<ckpt_text>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone pretrained", "pretrained"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --arch resnet50", "resnet50"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --preset gpu", "gpu"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --crop-size abc", "abc"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --levels 3,5", "3,5"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --probe <ckpt_text>", "<ckpt_text>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --probe <ckpt_pickle>", "<ckpt_pickle>"),
+    (f"segment-eval --dataset synthetic {_SMALL_SEG} --backbone random --device tpu", "tpu"),
     # ---------------------------------------------------------------- davis-eval
     ("davis-eval --dataset davis17 --backbone random", "davis17"),
     ("davis-eval --root <missing> --backbone random", "<missing>"),
     ("davis-eval --root <wrong_layout> --backbone random", "<wrong_layout>"),
-    ("davis-eval --dataset synthetic --checkpoint <missing>", "<missing>"),
-    ("davis-eval --dataset synthetic --checkpoint <ckpt_pickle>", "<ckpt_pickle>"),
-    ("davis-eval --dataset synthetic --checkpoint <ckpt_wrong_arch>", "<ckpt_wrong_arch>"),
-    ("davis-eval --dataset synthetic --checkpoint <ckpt_truncated>", "<ckpt_truncated>"),
-    ("davis-eval --dataset synthetic --backbone random --level s7", "s7"),
-    ("davis-eval --dataset synthetic --backbone random --synthetic-size abc", "abc"),
-    ("davis-eval --dataset synthetic --backbone random --arch resnet50", "resnet50"),
-    ("davis-eval --dataset synthetic --predictions <missing>", "<missing>"),
-    ("davis-eval --dataset synthetic --backbone random --topk 0", "--topk"),
-    ("davis-eval --dataset synthetic --backbone random --device tpu", "tpu"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --checkpoint <missing>", "<missing>"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --checkpoint <ckpt_pickle>", "<ckpt_pickle>"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --checkpoint <ckpt_wrong_arch>", "<ckpt_wrong_arch>"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --checkpoint <ckpt_truncated>", "<ckpt_truncated>"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --backbone random --level s7", "s7"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --backbone random --synthetic-size abc", "abc"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --backbone random --arch resnet50", "resnet50"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --predictions <missing>", "<missing>"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --backbone random --topk 0", "--topk"),
+    (f"davis-eval --dataset synthetic {_SMALL_DAVIS} --backbone random --device tpu", "tpu"),
+    # ---------------------------------------------------------------- export
+    ("export <missing>", "<missing>"),
+    ("export <ckpt_pickle> -o <tmp>/e.safetensors", "<ckpt_pickle>"),
+    ("export <ckpt_text> -o <tmp>/e.safetensors", "<ckpt_text>"),
+    ("export <ckpt_truncated> -o <tmp>/e.safetensors", "<ckpt_truncated>"),
+    ("export <ckpt_foreign> -o <tmp>/e.safetensors", "<ckpt_foreign>"),
+    ("export <ckpt_wrong_arch> -o <tmp>/e.safetensors", "<ckpt_wrong_arch>"),
+    ("export <ckpt_ok> --format tflite -o <tmp>/e.bin", "tflite"),
+    ("export <ckpt_ok> --format torchscript --size 0 64 -o <tmp>/e.pt", "--size"),
+    ("export <ckpt_ok> --format timm --size 64 64 -o <tmp>/e.safetensors", "--size"),
+    ("export <ckpt_ok> --format timm -o <tmp>", "<tmp>"),
+    ("export <ckpt_ok> --format torchscript --size 64 x -o <tmp>/e.pt", "--size"),
     # ---------------------------------------------------------------- the app itself
     ("no-such-command", "no-such-command"),
     ("flow-eval --no-such-option", "--no-such-option"),

@@ -36,7 +36,8 @@ runner = CliRunner()
 KILL_PROCESSES = 5  # one fresh run, then four --resume runs; each ends with a real SIGKILL
 FROZEN_PER_PROCESS = 3  # SIGSTOP snapshots checked per process before its SIGKILL
 KILL_DELAY_S = (0.0, 0.8)  # random wait before each freeze / kill
-PROCESS_DEADLINE_S = 120.0  # a process that has not checkpointed by then fails the test
+# a process that has not checkpointed by then fails the test (raise it on a crowded machine)
+PROCESS_DEADLINE_S = float(os.environ.get("MCJEPA_TEST_PROCESS_DEADLINE_S", 120))
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -378,8 +379,11 @@ def test_no_unsafe_loader_in_the_code():
                 kw = {k.arg: k.value for k in call.keywords}
                 assert "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) \
                     and kw["weights_only"].value is True, f"{where}: torch.load without weights_only=True"
+            if name in ("torch.jit.load", "torch.export.load"):
+                # only to check an export mcjepa has just written itself, never a user's file
+                assert path.name == "export.py", f"{where}: {name}"
             assert name not in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all",
-                                "pickle.load", "pickle.loads", "torch.jit.load", "eval", "exec"), \
+                                "pickle.load", "pickle.loads", "marshal.loads", "eval", "exec"), \
                 f"{where}: {name}"
     assert found >= 1
 
@@ -489,9 +493,9 @@ def test_corrupt_frame_stops_with_exit_2_or_is_skipped_and_counted(tmp_path):
     r = _frames_run(root, out, "data.on_error=skip")
     assert r.exit_code == 0, r.output
     skipped = json.loads((out / "summary.json").read_text())["skipped_samples"]
-    # 5 good pairs + 1 bad, 6 samples drawn over 3 steps: the bad pair is drawn once or twice;
-    # any more would mean a grey / RGBA / 16-bit / palette / tiny frame failed to load
-    assert 1 <= skipped <= 2, skipped
+    # 6 pairs (one per sequence) and 3 steps x 2 = 6 draws: one epoch, every pair drawn once.
+    # Exactly the broken pair is skipped: the grey / RGBA / 16-bit / palette / tiny frames load
+    assert skipped == 1, skipped
     assert _records(out)[-1]["skipped_samples"] == skipped
 
 

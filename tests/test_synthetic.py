@@ -79,6 +79,19 @@ def test_deterministic_and_independent_of_call_order_and_global_rng() -> None:
     assert not torch.equal(SyntheticWorld(seed=8).clip(5, 3, 24, 32).frames, a.frames)
 
 
+def test_bitwise_identical_across_thread_counts() -> None:
+    """A DataLoader worker (1 thread) and the main process (N threads) render the same clip."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = SyntheticWorld(SyntheticConfig(blur_prob=1.0), seed=2).clip(1, 2, 128, 160)
+        torch.set_num_threads(2)
+        two = SyntheticWorld(SyntheticConfig(blur_prob=1.0), seed=2).clip(1, 2, 128, 160)
+    finally:
+        torch.set_num_threads(before)
+    _assert_clip_equal(one, two)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (5, 9), (31, 47), (64, 33)])
 @pytest.mark.parametrize("num_frames", [1, 2, 3])
 def test_any_resolution_shapes_and_ranges(size: tuple[int, int], num_frames: int) -> None:
@@ -364,4 +377,6 @@ def test_throughput_is_reported() -> None:
     for i in range(1, 8):
         assert images[i].shape == (3, 96, 96)
     image_rate = 7 / (time.perf_counter() - start)
-    print(f"synthetic world: {pair_rate:.0f} pairs/s at 128x160, {image_rate:.0f} images/s at 96x96")
+    print(
+        f"synthetic world: {pair_rate:.0f} pairs/s at 128x160, {image_rate:.0f} images/s at 96x96"
+    )

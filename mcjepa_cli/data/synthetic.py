@@ -335,8 +335,9 @@ def _tex_noise(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     c = _colors(rng, 3)
     w0 = (1 - 2 * p).clamp(min=0)
     w2 = (2 * p - 1).clamp(min=0)
-    weights = torch.stack([w0, 1 - w0 - w2, w2])  # (3 colours, h, w)
-    return torch.einsum("kc,khw->chw", c, weights)
+    w1 = 1 - w0 - w2
+    # three-stop colour ramp (elementwise, no BLAS: results must not depend on thread count)
+    return c[0][:, None, None] * w0 + c[1][:, None, None] * w1 + c[2][:, None, None] * w2
 
 
 def _half_res_coords(h: int, w: int) -> tuple[Tensor, int, int]:
@@ -348,9 +349,21 @@ def _half_res_coords(h: int, w: int) -> tuple[Tensor, int, int]:
 
 
 def _upsample2(x: Tensor, h: int, w: int) -> Tensor:
-    """Bilinear x2 upsampling of (C, hh, wh) cropped to (C, h, w)."""
-    up = F.interpolate(x[None], scale_factor=2.0, mode="bilinear", align_corners=False)
-    return up[0, :, :h, :w]
+    """Bilinear x2 upsampling (align_corners=False, edges replicated) of (C, hh, wh), cropped
+    to (C, h, w).
+
+    Written out with elementwise ops: torch's bilinear upsampling kernel rounds differently
+    with different intra-op thread counts, and clips must be bitwise reproducible.
+    """
+    p = F.pad(x[None], (1, 1, 1, 1), mode="replicate")[0]  # (C, hh+2, wh+2)
+    # rows: output 2i = 3/4 x[i] + 1/4 x[i-1], output 2i+1 = 3/4 x[i] + 1/4 x[i+1]
+    mid = 0.75 * p[:, 1:-1]
+    rows = torch.stack([mid + 0.25 * p[:, :-2], mid + 0.25 * p[:, 2:]], 2)
+    rows = rows.reshape(x.shape[0], -1, p.shape[2])  # (C, 2*hh, wh+2)
+    mid = 0.75 * rows[..., 1:-1]
+    cols = torch.stack([mid + 0.25 * rows[..., :-2], mid + 0.25 * rows[..., 2:]], -1)
+    cols = cols.reshape(x.shape[0], rows.shape[1], -1)  # (C, 2*hh, 2*wh)
+    return cols[:, :h, :w]
 
 
 def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
@@ -362,9 +375,9 @@ def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
         (rng.random((n, 2)) * np.array([w, h]) - 0.5).astype(np.float32)
     )  # (n, 2) x, y
     pts, hh, wh = _half_res_coords(h, w)  # (hh*wh, 2)
-    # squared distances |p|^2 - 2 p.s + |s|^2 by one matmul, (hh*wh, n)
-    d = torch.addmm((seeds * seeds).sum(1)[None], pts, seeds.T, alpha=-2.0)
-    d += (pts * pts).sum(1, keepdim=True)
+    # squared distances (hh*wh, n), elementwise: matmul-based distances would depend on the
+    # BLAS thread count, and every clip must be bitwise reproducible
+    d = (pts[:, :1] - seeds[:, 0]) ** 2 + (pts[:, 1:] - seeds[:, 1]) ** 2
     # nearest and second-nearest seed (two min passes: much cheaper than topk here)
     d1, nearest = d.min(dim=1)
     d.scatter_(1, nearest[:, None], float("inf"))
@@ -429,11 +442,13 @@ def _tex_blobs(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     sig = torch.from_numpy(
         np.exp(rng.uniform(math.log(0.08), math.log(0.4), n)).astype(np.float32) * size
     )
-    d2 = torch.cdist(centers, pts) ** 2  # (n, hh*wh)
+    # elementwise (no BLAS), so results do not depend on the thread count
+    d2 = (pts[:, 0] - centers[:, :1]) ** 2 + (pts[:, 1] - centers[:, 1:]) ** 2  # (n, hh*wh)
     wts = torch.exp(-d2 / (2 * sig[:, None] ** 2))
     c = _colors(rng, n + 1)
     base_w = rng.uniform(0.05, 0.5)
-    rgb = (c[0][:, None] * base_w + c[1:].T @ wts) / (base_w + wts.sum(0, keepdim=True))
+    mix = (c[1:, :, None] * wts[:, None]).sum(0)  # (3, hh*wh)
+    rgb = (c[0][:, None] * base_w + mix) / (base_w + wts.sum(0, keepdim=True))
     return _upsample2(rgb.reshape(3, hh, wh), h, w)
 
 
@@ -531,9 +546,11 @@ def _shape_alpha(rng: np.random.Generator, kind: str, n: int, radius: float) -> 
         norm = np.hypot(ex, ey)
         nx, ny = -ey / norm, ex / norm  # inward normals of a counter-clockwise polygon
         off = vx * nx + vy * ny
-        to_t = lambda v: torch.from_numpy(v.astype(np.float32))[:, None, None]  # noqa: E731
+        nx_t, ny_t, off_t = (
+            torch.from_numpy(v.astype(np.float32))[:, None, None] for v in (nx, ny, off)
+        )  # (k, 1, 1) each
         # signed distance to the polygon: the smallest distance to its edge lines
-        sdf = (a[None] * to_t(nx) + b[None] * to_t(ny) - to_t(off)).amin(dim=0)
+        sdf = (a[None] * nx_t + b[None] * ny_t - off_t).amin(dim=0)
     elif kind == "blob":  # star-shaped: radius varies smoothly with the angle
         theta = torch.atan2(b, a)
         amps = rng.uniform(0.0, 0.25, 4) / np.arange(1, 5) ** 0.5
@@ -775,7 +792,9 @@ def _draw_clip(
         layers.append(_Layer(torch.cat([rgb, alpha[None]]), affines, family))
 
     # background: static in the world, its raster covers what the camera sees over the clip
-    corners = np.array([[-2.0, -2.0, 1], [W + 1.0, -2.0, 1], [-2.0, H + 1.0, 1], [W + 1.0, H + 1.0, 1]])
+    corners = np.array(
+        [[-2.0, -2.0, 1], [W + 1.0, -2.0, 1], [-2.0, H + 1.0, 1], [W + 1.0, H + 1.0, 1]]
+    )
     seen = np.concatenate([(np.linalg.inv(c) @ corners.T)[:2].T for c in cams])
     lo = np.floor(seen.min(0))
     hi = np.ceil(seen.max(0))
@@ -853,11 +872,12 @@ def _render(
     # the canonical coordinates even if a sample strays off the raster
     bh, bw = bg.raster.shape[-2:]
     bg_inv = np.linalg.inv(bg.affines)  # (T, 3, 3) image -> canonical
-    g_bg = (_normalizer(bh, bw) @ bg_inv)[:, :2]  # (T, 2, 3) image -> grid_sample coords
-    grid = torch.einsum("tij,jn->tni", torch.from_numpy(g_bg.astype(np.float32)), pix)
+    g_bg = _normalizer(bh, bw) @ bg_inv  # (T, 3, 3) image -> grid_sample coords
+    full = (0, H, 0, W)
+    grid = torch.cat([_box_grid(g, full) for g in g_bg], dim=1)  # (1, T*H, W, 2)
     frames = F.grid_sample(
         bg.raster[None],
-        grid.reshape(1, T * H, W, 2),
+        grid,
         mode="bilinear",
         padding_mode="reflection",
         align_corners=True,
@@ -894,8 +914,7 @@ def _render(
 
     # exact flow: on a layer, M = A_{t+1} A_t^-1 is affine and flow(x) = (M - I) x
     rel_bg = bg.affines[1:] @ bg_inv[:-1] - np.eye(3)  # (T-1, 3, 3)
-    rel_bg = torch.from_numpy(rel_bg[:, :2].astype(np.float32))
-    flow = torch.einsum("tij,jn->tin", rel_bg, pix).reshape(T - 1, 2, H, W)
+    flow = torch.cat([_box_grid(m, full) for m in rel_bg]).permute(0, 3, 1, 2).contiguous()
     if K:
         rel = affines[:, 1:] @ inv[:, :-1] - np.eye(3)  # (K, T-1, 3, 3)
     for k in range(K):
@@ -924,11 +943,12 @@ def _render(
             sy0, sy1, sx0, sx1 = sbox
             # layer k's grid coordinates of the targets: G (x + f) = G x + G_lin f
             g = to_grid[k, t + 1]
-            grid = _box_grid(g, sbox) + torch.einsum(
-                "ij,jhw->hwi",
-                torch.from_numpy(g[:2, :2].astype(np.float32)),
-                flow[t, :, sy0:sy1, sx0:sx1],
-            )  # (1, hc, wc, 2)
+            gl = g[:2, :2].astype(np.float32)
+            fx, fy = flow[t, 0, sy0:sy1, sx0:sx1], flow[t, 1, sy0:sy1, sx0:sx1]
+            shift = torch.stack(
+                [fx * gl[0, 0] + fy * gl[0, 1], fx * gl[1, 0] + fy * gl[1, 1]], dim=-1
+            )  # (hc, wc, 2)
+            grid = _box_grid(g, sbox) + shift[None]  # (1, hc, wc, 2)
             alpha = F.grid_sample(
                 layers[k].raster[None, 3:], grid, mode="bilinear", padding_mode="zeros",
                 align_corners=True,
