@@ -39,8 +39,7 @@ class _OneLineErrors(TyperGroup):
             )
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
         except (UserError, RunFailed) as e:
-            # a culprit quoted from the user (e.g. a --set value) may hold a line break
-            print(e.one_line().replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
+            print(e.one_line(), file=sys.stderr)
             code = e.exit_code
         except typer.Abort:
             print("error: aborted", file=sys.stderr)

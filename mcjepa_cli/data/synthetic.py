@@ -906,7 +906,7 @@ def _render(
                 mode="bilinear", padding_mode="zeros", align_corners=True,
             )[0]  # (4, hc, wc)
             region = frames[t, :, y0:y1, x0:x1]  # a view: composited in place
-            region += samp[3:] * (samp[:3] - region)
+            region.lerp_(samp[:3], samp[3:])  # alpha blend: region + a (colour - region)
             inst[t, y0:y1, x0:x1].masked_fill_(samp[3] > 0.5, k + 1)
 
     if T < 2:
