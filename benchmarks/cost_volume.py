@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from benchmarks.common import BenchContext, Case, peak_memory, ratio, run_probe, summarize, time_cases
-from benchmarks.setups import bench_recipe
 from mcjepa_cli.models.layers import cost_volume, cost_volume_naive, cost_volume_shift
 
 NAME = "cost_volume"
@@ -28,6 +27,8 @@ MEMORY_LEVELS = 2  # peak memory at the finest levels (where it matters; one pro
 
 def level_shapes(ctx: BenchContext) -> list[tuple[int, int, int, int, int]]:
     """(stride, B, C, h, w) of every flow level, coarsest first."""
+    from benchmarks.setups import bench_recipe  # (keeps memory probes' imports light)
+
     recipe = bench_recipe("mcjepa_convnext_tiny", ctx)
     h, w = QUICK_SIZE if ctx.quick else SIZE
     c = recipe.model.flow_head.proj_channels

@@ -35,7 +35,7 @@ N_JPEGS = 24
 
 def write_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
     """Write ``n`` smooth random RGB JPEGs (quality 90) into ``folder/class_a``."""
-    from torchvision.io import encode_jpeg
+    from PIL import Image
 
     g = torch.Generator().manual_seed(seed)
     out = folder / "class_a"
@@ -44,10 +44,10 @@ def write_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> l
     for i in range(n):
         low = torch.rand(1, 3, size[0] // 16, size[1] // 16, generator=g)
         img = F.interpolate(low, size=size, mode="bicubic", align_corners=False)[0]
-        img = (img + 0.1 * torch.rand(3, *size, generator=g)).clamp(0, 1)
-        data = encode_jpeg((img * 255).round().to(torch.uint8), quality=90)
+        img = (img + 0.1 * torch.rand(3, *size, generator=g)).clamp(0, 1)  # (3, H, W)
+        rgb = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H, W, 3)
         path = out / f"img_{i:04d}.jpg"
-        path.write_bytes(data.numpy().tobytes())
+        Image.fromarray(rgb).save(path, quality=90)
         paths.append(path)
     return paths
 

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny sizes and models, one repeat, memory measured in-process (smoke test)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only this figure (repeatable or comma-separated): {', '.join(FIGURES)}")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 5; 1 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 3; 1 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per case first (default 1; 0 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this run (default: torch's)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -68,7 +68,7 @@ def make_context(args: argparse.Namespace) -> BenchContext:
         raise SystemExit(f"error: {e.culprit}: {e.expected}") from None
     return BenchContext(
         device=device, quick=args.quick,
-        repeats=args.repeats if args.repeats is not None else (1 if args.quick else 5),
+        repeats=args.repeats if args.repeats is not None else (1 if args.quick else 3),
         warmup=args.warmup if args.warmup is not None else (0 if args.quick else 1),
         channels_last=args.channels_last, compile=args.compile, autocast=autocast,
         memory=args.memory or ("inline" if args.quick else "subprocess"))
@@ -148,8 +148,12 @@ def _row_lines(table, name: str, row: dict[str, Any]) -> None:
                       f"peak {row['peak_mb']:.0f} MiB (+{row['increase_mb']:.0f} over setup)")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the selected figures and return the full result document (also written to JSON)."""
+def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
+    """Run the selected figures and return the full result document.
+
+    With ``output``, the document is also written (atomically) after every figure, so a long
+    run that is stopped keeps the figures it finished.
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = make_context(args)
@@ -175,18 +179,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig = {"name": name, "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"}
         fig["wall_s"] = time.time() - t0
         results["figures"][name] = fig
+        if output is not None:
+            _write(output, to_jsonable(results))
     results["wall_s"] = time.time() - started
     results["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return to_jsonable(results)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    results = run(args)
+def _write(path: Path, results: dict[str, Any]) -> None:
     from mcjepa_cli.io.atomic import atomic_write_text
 
-    out = Path(args.output or DEFAULT_OUTPUT.format(device=results["options"]["device"].replace(":", "")))
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output or DEFAULT_OUTPUT.format(device=str(make_context(args).device).replace(":", "")))
+    results = run(args, out)
+    _write(out, results)
     render(results)
     print(f"results: {out}", file=sys.stderr)
     failed = [n for n, f in results["figures"].items() if "error" in f]

@@ -1,4 +1,4 @@
-"""Export a trained MC-JEPA checkpoint: the encoder to timm, the flow model to ONNX / TorchScript / torch.export.
+"""Export a checkpoint: the encoder to timm, the flow model to ONNX / TorchScript / torch.export.
 
 ``--format timm`` writes the encoder as a safetensors state dict under timm's ConvNeXt key names
 (``stem.*``, ``stages.*``, ``head.norm.*``): it loads strictly into
@@ -21,7 +21,12 @@ from mcjepa_cli.errors import RunFailed, UserError
 from mcjepa_cli.io.atomic import atomic_path
 
 FORMATS = ("timm", "onnx", "torchscript", "export")
-SUFFIXES = {"timm": ".safetensors", "onnx": ".onnx", "torchscript": ".torchscript.pt", "export": ".pt2"}
+SUFFIXES = {
+    "timm": ".safetensors",
+    "onnx": ".onnx",
+    "torchscript": ".torchscript.pt",
+    "export": ".pt2",
+}
 # Largest accepted difference between an export and PyTorch, relative to max(1, largest |value|):
 # float32 kernels of another runtime reorder sums, nothing else may differ.
 TOLERANCE = 1e-4
@@ -63,8 +68,10 @@ class FlowExportModule(nn.Module):
 
 
 def default_output(checkpoint: Path, fmt: str, arch: str, size: tuple[int, int] | None) -> Path:
-    """``<run>/export/<ckpt stem>_...`` for ``<run>/checkpoints/<ckpt>.pt``, else beside the file."""
-    base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    """``<run>/export/<ckpt stem>_...`` for ``<run>/checkpoints/<ckpt>.pt``, else beside it."""
+    base = (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
     if fmt == "timm":
         name = f"{checkpoint.stem}_encoder_{arch}{SUFFIXES[fmt]}"
     else:
@@ -87,8 +94,10 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _verdict(fmt: str, diff: float, ref_max: float) -> None:
     if not diff <= TOLERANCE * max(1.0, ref_max):  # also catches NaN
-        raise RunFailed(f"--format {fmt}: the export differs from PyTorch by {diff:.3g} (largest "
-                        f"value {ref_max:.3g}; tolerance {TOLERANCE:g} relative); not trusted")
+        raise RunFailed(
+            f"--format {fmt}: the export differs from PyTorch by {diff:.3g} (largest "
+            f"value {ref_max:.3g}; tolerance {TOLERANCE:g} relative); not trusted"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -110,8 +119,9 @@ def timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
-def check_timm_export(path: Path, model: nn.Module, arch: str, size: tuple[int, int] = (128, 160)
-                      ) -> tuple[float, float]:
+def check_timm_export(
+    path: Path, model: nn.Module, arch: str, size: tuple[int, int] = (128, 160)
+) -> tuple[float, float]:
     """Load ``path`` strictly into ``timm.create_model(arch, num_classes=0)`` and compare stages.
 
     Returns:
@@ -124,8 +134,10 @@ def check_timm_export(path: Path, model: nn.Module, arch: str, size: tuple[int, 
     net = timm.create_model(arch, pretrained=False, num_classes=0).eval()
     missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected:
-        raise RunFailed(f"{path}: does not load strictly into timm {arch} "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise RunFailed(
+            f"{path}: does not load strictly into timm {arch} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     img, _ = sample_pair(size)  # (1, 3, H, W) in [0, 1]
     enc = model.encoder
     with torch.inference_mode():
@@ -150,16 +162,25 @@ def _need_onnx() -> None:
         except ImportError:
             missing.append(mod)
     if missing:
-        raise UserError("--format onnx", f"needs {' and '.join(missing)}: pip install 'mcjepa[onnx]'")
+        raise UserError(
+            "--format onnx", f"needs {' and '.join(missing)}: pip install 'mcjepa[onnx]'"
+        )
 
 
-def _write_flow_export(fmt: str, module: FlowExportModule, example: tuple[torch.Tensor, torch.Tensor],
-                       path: Path) -> None:
+def _write_flow_export(
+    fmt: str, module: FlowExportModule, example: tuple[torch.Tensor, torch.Tensor], path: Path
+) -> None:
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporters warn about tracing internals, not user errors
         if fmt == "onnx":
-            program = torch.onnx.export(module, example, dynamo=True, input_names=["image1", "image2"],
-                                        output_names=["flow"], verbose=False)
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=["image1", "image2"],
+                output_names=["flow"],
+                verbose=False,
+            )
             program.save(str(tmp))
         elif fmt == "torchscript":
             traced = torch.jit.trace(module, example, check_trace=False)
@@ -169,7 +190,9 @@ def _write_flow_export(fmt: str, module: FlowExportModule, example: tuple[torch.
             torch.export.save(program, str(tmp))
 
 
-def run_flow_export(fmt: str, path: str | Path, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+def run_flow_export(
+    fmt: str, path: str | Path, image1: torch.Tensor, image2: torch.Tensor
+) -> torch.Tensor:
     """Run an exported flow model on one pair, the way a user without mcjepa would.
 
     Args:
@@ -199,16 +222,23 @@ def run_flow_export(fmt: str, path: str | Path, image1: torch.Tensor, image2: to
 # entry point
 
 
-def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | None = None,
-                      size: tuple[int, int] | None = None, check: bool = True) -> ExportResult:
-    """Export a checkpoint's encoder (``timm``) or flow model (``onnx``, ``torchscript``, ``export``).
+def export_checkpoint(
+    checkpoint: str,
+    fmt: str = "timm",
+    output: str | Path | None = None,
+    size: tuple[int, int] | None = None,
+    check: bool = True,
+) -> ExportResult:
+    """Export a checkpoint's encoder (``timm``) or flow model (``onnx``, ``torchscript``,
+    ``export``).
 
     Args:
         checkpoint: a checkpoint file, a run directory or ``latest``.
         fmt: ``timm`` (encoder weights, .safetensors), ``onnx`` (.onnx), ``torchscript``
             (.torchscript.pt, ``torch.jit.trace``; deprecated upstream) or ``export``
             (.pt2, ``torch.export``).
-        output: file to write (atomically); default ``<run>/export/<ckpt>_encoder_<arch>.safetensors``
+        output: file to write (atomically); default
+            ``<run>/export/<ckpt>_encoder_<arch>.safetensors``
             or ``<run>/export/<ckpt>_flow_<H>x<W><suffix>``.
         size: (H, W) input size of the flow formats; default the recipe's ``data.flow_size``.
         check: reload the export and compare it with the PyTorch model (timm: the four stage
@@ -223,7 +253,9 @@ def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | N
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}", f"expected one of {', '.join(FORMATS)}")
     if fmt == "timm" and size is not None:
-        raise UserError("--size", "only the flow formats (onnx, torchscript, export) take an input size")
+        raise UserError(
+            "--size", "only the flow formats (onnx, torchscript, export) take an input size"
+        )
     if fmt == "onnx":
         _need_onnx()
     ckpt = load_checkpoint(checkpoint)
@@ -239,33 +271,54 @@ def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | N
     if out.is_dir():
         raise UserError(out, "expected a file name for --output, found a folder")
     if fmt == "export" and out.suffix != ".pt2":
-        raise UserError(out, "a torch.export program must be named *.pt2 (torch.export.load "
-                        "reads no other name)")
+        raise UserError(
+            out,
+            "a torch.export program must be named *.pt2 (torch.export.load reads no other name)",
+        )
 
     if fmt == "timm":
         from safetensors.torch import save_file
 
         sd = timm_state_dict(model)
         with atomic_path(out) as tmp:
-            save_file(sd, str(tmp), metadata={"format": "pt", "arch": arch, "source": "mcjepa export",
-                                              "checkpoint": str(ckpt_path)})
+            save_file(
+                sd,
+                str(tmp),
+                metadata={
+                    "format": "pt",
+                    "arch": arch,
+                    "source": "mcjepa export",
+                    "checkpoint": str(ckpt_path),
+                },
+            )
         diff = ref = None
-        what = (f"strict load into timm.create_model('{arch}', num_classes=0), stage outputs vs ours"
-                if check else "not checked (--no-check)")
+        what = (
+            f"strict load into timm.create_model('{arch}', num_classes=0), stage outputs vs ours"
+            if check
+            else "not checked (--no-check)"
+        )
         if check:
             diff, ref = check_timm_export(out, model, arch)
             _verdict(fmt, diff, ref)
-        return ExportResult(fmt, str(out), arch, str(ckpt_path), None, out.stat().st_size, check,
-                            what, diff, ref)
+        return ExportResult(
+            fmt, str(out), arch, str(ckpt_path), None, out.stat().st_size, check, what, diff, ref
+        )
 
     module = FlowExportModule(model).eval()
     image1, image2 = sample_pair(size)  # (1, 3, H, W) each
     _write_flow_export(fmt, module, (image1, image2), out)
     diff = ref = None
     checked = check
-    runtime = {"onnx": "onnxruntime", "torchscript": "torch.jit.load", "export": "torch.export.load"}[fmt]
-    what = (f"flow of a synthetic {size[0]}x{size[1]} pair, {runtime} vs PyTorch"
-            if check else "not checked (--no-check)")
+    runtime = {
+        "onnx": "onnxruntime",
+        "torchscript": "torch.jit.load",
+        "export": "torch.export.load",
+    }[fmt]
+    what = (
+        f"flow of a synthetic {size[0]}x{size[1]} pair, {runtime} vs PyTorch"
+        if check
+        else "not checked (--no-check)"
+    )
     if check and fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401
@@ -277,9 +330,12 @@ def export_checkpoint(checkpoint: str, fmt: str = "timm", output: str | Path | N
             reference = module(image1, image2)  # (1, 2, H, W)
         got = run_flow_export(fmt, out, image1, image2)
         if tuple(got.shape) != tuple(reference.shape):
-            raise RunFailed(f"{out}: exported flow has shape {tuple(got.shape)}, "
-                            f"expected {tuple(reference.shape)}")
+            raise RunFailed(
+                f"{out}: exported flow has shape {tuple(got.shape)}, "
+                f"expected {tuple(reference.shape)}"
+            )
         diff, ref = _max_diff(got, reference), float(reference.abs().max())
         _verdict(fmt, diff, ref)
-    return ExportResult(fmt, str(out), arch, str(ckpt_path), size, out.stat().st_size, checked,
-                        what, diff, ref)
+    return ExportResult(
+        fmt, str(out), arch, str(ckpt_path), size, out.stat().st_size, checked, what, diff, ref
+    )

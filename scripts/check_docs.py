@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 SKIP_RE = re.compile(r"#\s*docs-check:\s*skip\b\s*(.*)$")
 FENCE_RE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 FILE_RE = re.compile(r"^#\s*file:\s*(\S+)\s*$")
+ASSIGN_RE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(\S*)$")  # VAR=value (no spaces)
 PYTHON_MARK = "<!-- docs-check: python -->"  # a page with it has its ```python blocks run, in order
 SHELL_LANGS = ("bash", "sh", "shell", "console")
 
@@ -83,11 +84,30 @@ CHEAP_PRETRAIN = [
     "train.compile=false",
 ]
 # Slurm / launcher variables a cluster would set (values for parsing only).
-LAUNCH_ENV = {"SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_NODEID": "0", "SLURM_PROCID": "0",
-              "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "node[001-002]", "MASTER_ADDR": "node001",
-              "MASTER_PORT": "29500", "NODE_RANK": "0", "HEAD_NODE": "node001"}
-INPUT_PARAMS = {"root", "checkpoint", "flow", "mask", "probe", "predictions", "resume", "input", "inputs",
-                "recipe"}
+LAUNCH_ENV = {
+    "SLURM_NNODES": "2",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NODEID": "0",
+    "SLURM_PROCID": "0",
+    "SLURM_GPUS_ON_NODE": "8",
+    "SLURM_JOB_NODELIST": "node[001-002]",
+    "MASTER_ADDR": "node001",
+    "MASTER_PORT": "29500",
+    "NODE_RANK": "0",
+    "HEAD_NODE": "node001",
+}
+INPUT_PARAMS = {
+    "root",
+    "checkpoint",
+    "flow",
+    "mask",
+    "probe",
+    "predictions",
+    "resume",
+    "input",
+    "inputs",
+    "recipe",
+}
 VIDEO_EXT = {".mp4", ".webm", ".avi", ".mov", ".gif", ".mkv"}
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".ppm", ".bmp"}
 FLOW_EXT = {".flo", ".pfm"}
@@ -104,6 +124,7 @@ class DocCommand:
     kind: str  # "mcjepa", "launcher" (torchrun / srun), "file" (```yaml # file:) or "python"
     skip: str | None = None
     content: str = ""  # the file's text (kind "file") or the code (kind "python")
+    env: dict[str, str] = field(default_factory=dict)  # VAR=value lines above it in its block
 
 
 @dataclass
@@ -140,7 +161,10 @@ def command_kind(text: str) -> str | None:
         words = words[1:]  # VAR=value prefixes
     if not words:
         return None
-    if words[0] == "mcjepa" or words[:3] in (["python", "-m", "mcjepa_cli"], ["python3", "-m", "mcjepa_cli"]):
+    if words[0] == "mcjepa" or words[:3] in (
+        ["python", "-m", "mcjepa_cli"],
+        ["python3", "-m", "mcjepa_cli"],
+    ):
         return "mcjepa"
     if words[0] in ("torchrun", "srun") or words[:3] == ["python", "-m", "torch.distributed.run"]:
         return "launcher"
@@ -154,6 +178,7 @@ def _skip_reason(text: str) -> str | None:
 
 def _shell_commands(lines: list[tuple[int, str]], path: Path) -> list[DocCommand]:
     out: list[DocCommand] = []
+    env: dict[str, str] = {}
     buf, start = "", 0
     for n, line in lines:
         if not buf:
@@ -164,6 +189,10 @@ def _shell_commands(lines: list[tuple[int, str]], path: Path) -> list[DocCommand
             continue
         full = (buf + line).strip()
         buf = ""
+        assign = ASSIGN_RE.match(full)
+        if assign and "$(" not in assign.group(2) and "`" not in assign.group(2):
+            env[assign.group(1)] = assign.group(2).strip("\"'")
+            continue
         kind = command_kind(full)
         if kind is None:
             continue
@@ -172,7 +201,7 @@ def _shell_commands(lines: list[tuple[int, str]], path: Path) -> list[DocCommand
         command = full[: sk.start()].strip() if sk else full
         if re.search(r"--install-completion\b", command):
             skip = skip or "changes the shell's startup files"
-        out.append(DocCommand(path, start, command, kind, skip))
+        out.append(DocCommand(path, start, command, kind, skip, env=dict(env)))
     return out
 
 
@@ -198,8 +227,16 @@ def extract_commands(text: str, path: Path = Path("<text>")) -> list[DocCommand]
             out.extend(_shell_commands(block, path))
         elif lang in ("python", "py") and block and run_python_blocks:
             code = "\n".join(line for _, line in block) + "\n"
-            out.append(DocCommand(path, block[0][0], block[0][1].strip(), "python", _skip_reason(code),
-                                  content=code))
+            out.append(
+                DocCommand(
+                    path,
+                    block[0][0],
+                    block[0][1].strip(),
+                    "python",
+                    _skip_reason(code),
+                    content=code,
+                )
+            )
         elif lang in ("yaml", "yml") and block:
             fm = FILE_RE.match(block[0][1].strip())
             if fm:
@@ -258,11 +295,18 @@ def write_dataset(kind: str, root: Path) -> None:
         c = _clip(0, 3)
         for p in ("clean", "final"):
             for t in range(3):
-                _write_image(root / "training" / p / "alley_1" / f"frame_{t + 1:04d}.png", c.frames[t])
+                _write_image(
+                    root / "training" / p / "alley_1" / f"frame_{t + 1:04d}.png", c.frames[t]
+                )
         for t in range(2):
-            _write_flow(root / "training" / "flow" / "alley_1" / f"frame_{t + 1:04d}.flo", c.flow[t])
-            _write_label(root / "training" / "occlusions" / "alley_1" / f"frame_{t + 1:04d}.png",
-                         c.occlusion[t].numpy() * 255, palette=False)
+            _write_flow(
+                root / "training" / "flow" / "alley_1" / f"frame_{t + 1:04d}.flo", c.flow[t]
+            )
+            _write_label(
+                root / "training" / "occlusions" / "alley_1" / f"frame_{t + 1:04d}.png",
+                c.occlusion[t].numpy() * 255,
+                palette=False,
+            )
     elif kind in ("kitti-2015", "kitti-2012"):
         from mcjepa_cli.io.flow_io import write_kitti_png
 
@@ -273,8 +317,11 @@ def write_dataset(kind: str, root: Path) -> None:
             _write_image(root / "training" / images / f"{i:06d}_11.png", c.frames[1])
             for sub, valid in (("flow_occ", None), ("flow_noc", ~c.occlusion[0])):
                 (root / "training" / sub).mkdir(parents=True, exist_ok=True)
-                write_kitti_png(root / "training" / sub / f"{i:06d}_10.png", c.flow[0].permute(1, 2, 0).numpy(),
-                                None if valid is None else valid.numpy())
+                write_kitti_png(
+                    root / "training" / sub / f"{i:06d}_10.png",
+                    c.flow[0].permute(1, 2, 0).numpy(),
+                    None if valid is None else valid.numpy(),
+                )
     elif kind == "middlebury":
         for i, seq in enumerate(("Dimetrodon", "RubberWhale")):
             c = _clip(i, 2)
@@ -296,21 +343,28 @@ def write_dataset(kind: str, root: Path) -> None:
             _write_image(root / "hd1k_input" / "image_2" / f"000000_{t:04d}.png", c.frames[t])
         (root / "hd1k_flow_gt" / "flow_occ").mkdir(parents=True, exist_ok=True)
         for t in range(2):
-            write_kitti_png(root / "hd1k_flow_gt" / "flow_occ" / f"000000_{t:04d}.png",
-                            c.flow[t].permute(1, 2, 0).numpy())
+            write_kitti_png(
+                root / "hd1k_flow_gt" / "flow_occ" / f"000000_{t:04d}.png",
+                c.flow[t].permute(1, 2, 0).numpy(),
+            )
     elif kind == "davis":
         names = ("blackswan", "bike-packing")
         for i, seq in enumerate(names):
             c = _clip(i, 5)
             for t in range(5):
                 _write_image(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg", c.frames[t])
-                _write_label(root / "Annotations" / "480p" / seq / f"{t:05d}.png", c.instances[t].numpy())
+                _write_label(
+                    root / "Annotations" / "480p" / seq / f"{t:05d}.png", c.instances[t].numpy()
+                )
         sets = root / "ImageSets" / "2017"
         sets.mkdir(parents=True, exist_ok=True)
         for subset in ("val", "train"):
             (sets / f"{subset}.txt").write_text("\n".join(names) + "\n")
     elif kind == "voc":
-        ids = {"train": ["2007_000032", "2007_000039", "2007_000063"], "val": ["2007_000033", "2007_000042"]}
+        ids = {
+            "train": ["2007_000032", "2007_000039", "2007_000063"],
+            "val": ["2007_000033", "2007_000042"],
+        }
         for split, names in ids.items():
             for i, name in enumerate(names):
                 c = _clip(10 * (split == "val") + i, 1)
@@ -324,17 +378,25 @@ def write_dataset(kind: str, root: Path) -> None:
             for i in range(2):
                 c = _clip(20 * (split == "val") + i, 1)
                 stem = f"aachen_{i:06d}_000019"
-                _write_image(root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", c.frames[0])
-                _write_label(root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelTrainIds.png",
-                             c.classes[0].numpy(), palette=False)
+                _write_image(
+                    root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", c.frames[0]
+                )
+                _write_label(
+                    root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelTrainIds.png",
+                    c.classes[0].numpy(),
+                    palette=False,
+                )
     elif kind == "ade20k":
         for split in ("training", "validation"):
             for i in range(2):
                 c = _clip(30 * (split == "validation") + i, 1)
                 stem = f"ADE_{'train' if split == 'training' else 'val'}_{i + 1:08d}"
                 _write_image(root / "images" / split / f"{stem}.jpg", c.frames[0])
-                _write_label(root / "annotations" / split / f"{stem}.png", c.classes[0].numpy() + 1,
-                             palette=False)
+                _write_label(
+                    root / "annotations" / split / f"{stem}.png",
+                    c.classes[0].numpy() + 1,
+                    palette=False,
+                )
     else:
         raise LookupError(f"no synthetic layout for dataset {kind!r}")
 
@@ -353,13 +415,13 @@ class Sandbox:
     """A folder in which one page's commands run: ``work/`` is the working directory,
     ``home/`` stands for ``~``, ``abs/`` for ``/``, ``mcjepa_data/`` is ``$MCJEPA_DATA``."""
 
-    def __init__(self, root: Path, base_run: Path | None = None) -> None:
+    def __init__(self, root: Path, base_run: Path | None = None, cache: Path | None = None) -> None:
         self.root = Path(root).resolve()
         self.work = self.root / "work"
         self.home = self.root / "home"
         self.abs = self.root / "abs"
         self.data = self.root / "mcjepa_data"
-        self.cache = self.root / "_datasets"
+        self.cache = Path(cache).resolve() if cache is not None else self.root / "_datasets"
         for d in (self.work, self.home, self.abs, self.data):
             d.mkdir(parents=True, exist_ok=True)
         self.base_run = Path(base_run).resolve() if base_run is not None else None
@@ -369,7 +431,11 @@ class Sandbox:
 
     def map_path(self, text: str) -> str:
         """Expand ``$VARS``/``~`` and move absolute paths into the sandbox."""
-        t = re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), os.environ.get(m.group(1), m.group(0))), text)
+        t = re.sub(
+            r"\$\{?(\w+)\}?",
+            lambda m: self.env.get(m.group(1), os.environ.get(m.group(1), m.group(0))),
+            text,
+        )
         if t == "~" or t.startswith("~/"):
             t = str(self.home / t[2:])
         elif t.startswith("/") and not t.startswith(str(self.root)):
@@ -379,7 +445,9 @@ class Sandbox:
     def inside(self, text: str | Path) -> Path:
         """The sandbox path for a (mapped) argument; refuses anything outside the sandbox."""
         p = Path(text)
-        p = Path(os.path.normpath(p if p.is_absolute() else self.work / p))  # lexical: keeps symlinks
+        p = Path(
+            os.path.normpath(p if p.is_absolute() else self.work / p)
+        )  # lexical: keeps symlinks
         if not p.is_relative_to(self.root):
             raise ValueError(f"{text}: outside the docs sandbox {self.root}")
         return p
@@ -408,13 +476,19 @@ class Sandbox:
         out = self.cache / "base_run"
         if not (out / "checkpoints" / "last.pt").is_file():
             overrides = [o for o in TINY_OVERRIDES if not o.startswith("data.flow_size")]
-            pretrain(load_recipe("quickstart", [*overrides, "data.flow_size=[64,96]"]),
-                     output=str(out), overwrite=True, show_progress=False)
+            pretrain(
+                load_recipe("quickstart", [*overrides, "data.flow_size=[64,96]"]),
+                output=str(out),
+                overwrite=True,
+                show_progress=False,
+            )
         return out
 
     def has_run(self) -> bool:
         runs = self.work / "runs"
-        return runs.is_dir() and any((d / "checkpoints" / "last.pt").is_file() for d in runs.iterdir())
+        return runs.is_dir() and any(
+            (d / "checkpoints" / "last.pt").is_file() for d in runs.iterdir()
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -436,7 +510,9 @@ def split_args(sub, args: list[str]) -> list[tuple[str, str | None, list[int]]]:
         for o in list(getattr(p, "opts", [])) + list(getattr(p, "secondary_opts", [])):
             if o.startswith("-"):
                 by_opt[o] = p
-    positional = [p for p in sub.params if not any(o.startswith("-") for o in getattr(p, "opts", []))]
+    positional = [
+        p for p in sub.params if not any(o.startswith("-") for o in getattr(p, "opts", []))
+    ]
     out = []
     i = 0
     pos_i = 0
@@ -503,9 +579,24 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
                     rest[i] = f"{key}={sandbox.map_path(val)}"
             elif v.startswith(("~", "/", "$")):
                 rest[i] = sandbox.map_path(v)
+    # `latest`, and visualize's default checkpoint, need a run under ./runs
+    uses_latest = "latest" in rest or (
+        name == "visualize"
+        and _value(rest, "--checkpoint") is None
+        and _value(rest, "-c") is None
+        and _value(rest, "--flow") is None
+    )
+    if uses_latest and not sandbox.has_run():
+        sandbox.run_dir(sandbox.work / "runs" / "quickstart")
+    # the dataset folder (--root, else $MCJEPA_DATA/<Name>), before anything that reads it
+    dataset = _value(rest, "--dataset") or ("davis" if name == "davis-eval" else None)
+    if dataset in DATA_FOLDER_NAMES:
+        root = _value(rest, "--root")
+        sandbox.dataset(
+            dataset, sandbox.inside(root) if root else sandbox.data / DATA_FOLDER_NAMES[dataset]
+        )
     # pass 2: make what the line reads and does not exist
     images_seen = flows_seen = 0
-    dataset = _value(rest, "--dataset") or ("davis" if name == "davis-eval" else None)
     for pname, opt, idx in groups:
         for i in idx:
             v = rest[i]
@@ -524,15 +615,22 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
                 if pname in ("input", "inputs") and suffix in IMAGE_EXT:
                     images_seen += 1
                 continue
-            if pname == "root" and dataset in DATA_FOLDER_NAMES:
-                sandbox.dataset(dataset, target)
-            elif pname in ("checkpoint", "resume"):
+            if pname == "root":
+                continue  # made above (a dataset with no synthetic layout: the run says so)
+            if pname in ("checkpoint", "resume"):
                 _materialise_run(sandbox, target)
             elif pname == "recipe":
                 if suffix in (".yaml", ".yml"):
                     _copy_recipe(target)
             elif pname == "probe":
                 _newest_like(sandbox, target)
+                if not target.exists():  # the line that wrote it was parsed only: train one
+                    keep: list[str] = []
+                    for o in ("--dataset", "--root", "--checkpoint", "-c", "--backbone", "--arch"):
+                        if _value(rest, o) is not None:
+                            keep += [o, str(_value(rest, o))]
+                    sub_argv = ["segment-eval", *keep, "--output", str(target.parent)]
+                    run_cli(sandbox, [*sub_argv, *cheap_options("segment-eval", sub_argv[1:], sub)])
             elif pname == "predictions":
                 _materialise_predictions(sandbox, name, rest, target)
             elif pname == "flow" or suffix in FLOW_EXT:
@@ -549,14 +647,6 @@ def prepare(sandbox: Sandbox, words: list[str]) -> list[str]:
                 c = _clip(0, 6)
                 for t in range(6):
                     _write_image(target / f"{t:05d}.jpg", c.frames[t])
-    # datasets read from $MCJEPA_DATA/<Name>
-    if dataset in DATA_FOLDER_NAMES and _value(rest, "--root") is None:
-        sandbox.dataset(dataset, sandbox.data / DATA_FOLDER_NAMES[dataset])
-    # `latest`, and visualize's default checkpoint, need a run under ./runs
-    uses_latest = "latest" in rest or (name == "visualize" and _value(rest, "--checkpoint") is None
-                                       and _value(rest, "-c") is None and _value(rest, "--flow") is None)
-    if uses_latest and not sandbox.has_run():
-        sandbox.run_dir(sandbox.work / "runs" / "quickstart")
     return [name, *rest, *cheap_options(name, rest, sub)]
 
 
@@ -592,9 +682,27 @@ def cheap_options(name: str, rest: list[str], sub) -> list[str]:
             extra += ["--count", "2", "--size", "64x64"]
         extra += ["--batch-size", "2", "--no-progress"]
     elif name == "segment-eval":
-        extra += ["--steps", "2", "--batch-size", "2", "--crop-size", "64", "--slide-stride", "64",
-                  "--train-images", "2", "--val-images", "1", "--cache-crops", "0", "--examples", "1",
-                  "--workers", "0", "--quiet"]
+        extra += [
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "64",
+            "--slide-stride",
+            "64",
+            "--train-images",
+            "2",
+            "--val-images",
+            "1",
+            "--cache-crops",
+            "0",
+            "--examples",
+            "1",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
         if _value(rest, "--precision") is not None:
             extra += ["--precision", "fp32"]
     elif name == "davis-eval":
@@ -606,7 +714,12 @@ def cheap_options(name: str, rest: list[str], sub) -> list[str]:
     elif name == "visualize":
         has_frames = any(not a.startswith("-") for a in rest[:1])
         if has_frames:
-            extra += ["--max-frames", "2", "--size", "64"]
+            extra += [
+                "--max-frames",
+                "3",
+                "--size",
+                "64",
+            ]  # 3 frames: 2 flow frames, the .mp4 default
         extra.append("--no-progress")
     elif name == "export":
         extra.append("--no-check")  # tests/test_export.py checks every format against PyTorch
@@ -666,7 +779,7 @@ def _copy_recipe(target: Path) -> None:
 
 
 def _materialise_predictions(sandbox: Sandbox, name: str, rest: list[str], target: Path) -> None:
-    """Predictions of another method: zero flow (flow-eval) or the ground-truth masks (davis-eval)."""
+    """Another method's predictions: zero flow (flow-eval) or the true masks (davis-eval)."""
     from mcjepa_cli.data.roots import DATA_FOLDER_NAMES
 
     if name == "davis-eval":
@@ -680,8 +793,18 @@ def _materialise_predictions(sandbox: Sandbox, name: str, rest: list[str], targe
             v = _value(rest, opt)
             if v is not None:
                 keep += [opt, v]
-        run_cli(sandbox, ["flow-eval", *keep, "--model", "zero", "--save-predictions", str(target),
-                          "--no-progress"])
+        run_cli(
+            sandbox,
+            [
+                "flow-eval",
+                *keep,
+                "--model",
+                "zero",
+                "--save-predictions",
+                str(target),
+                "--no-progress",
+            ],
+        )
 
 
 @contextlib.contextmanager
@@ -749,9 +872,15 @@ def run_python(sandbox: Sandbox, cmd: DocCommand, namespace: dict[str, object]) 
 # launcher lines (torchrun, srun)
 
 
-def launcher_parts(text: str) -> tuple[list[str], list[str]]:
-    """(torchrun's own arguments, the mcjepa arguments) of a torchrun / srun line."""
-    words = [re.sub(r"\$\{?(\w+)\}?", lambda m: LAUNCH_ENV.get(m.group(1), "1"), w) for w in _words(text)]
+def launcher_parts(text: str, env: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(torchrun's own arguments, the mcjepa arguments) of a torchrun / srun line.
+
+    ``$VARS`` take their value from ``env`` (assignments above the line), then from
+    ``LAUNCH_ENV`` (what Slurm would set), else ``1``.
+    """
+    known = {**LAUNCH_ENV, **(env or {})}
+    var = re.compile(r"\$\{?(\w+)\}?")
+    words = [var.sub(lambda m: known.get(m.group(1), "1"), w) for w in _words(text)]
     while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
         words = words[1:]
     if words and words[0] == "srun":
@@ -759,7 +888,10 @@ def launcher_parts(text: str) -> tuple[list[str], list[str]]:
         if k is None:
             raise ValueError("srun line without torchrun")
         words = words[k:]
-    if words[:3] in (["python", "-m", "torch.distributed.run"], ["python3", "-m", "torch.distributed.run"]):
+    if words[:3] in (
+        ["python", "-m", "torch.distributed.run"],
+        ["python3", "-m", "torch.distributed.run"],
+    ):
         words = ["torchrun", *words[3:]]
     if not words or words[0] != "torchrun":
         raise ValueError("expected torchrun")
@@ -768,7 +900,7 @@ def launcher_parts(text: str) -> tuple[list[str], list[str]]:
     ns = get_args_parser().parse_args(words[1:])
     if not (ns.module and ns.training_script == "mcjepa_cli"):
         raise ValueError("expected '-m mcjepa_cli <command> ...' after the torchrun flags")
-    return words[1: len(words) - len(ns.training_script_args) - 1], list(ns.training_script_args)
+    return words[1 : len(words) - len(ns.training_script_args) - 1], list(ns.training_script_args)
 
 
 def parse_only(args: list[str]) -> None:
@@ -776,7 +908,9 @@ def parse_only(args: list[str]) -> None:
     cli = _cli()
     ctx = cli.make_context("mcjepa", list(args), resilient_parsing=False)
     with ctx:
-        name, sub, rest = cli.resolve_command(ctx, ctx.protected_args + ctx.args)
+        # the subcommand and its arguments, as the group's own invoke() reads them back
+        head = list(getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", []))
+        name, sub, rest = cli.resolve_command(ctx, [*head, *ctx.args])
         sub_ctx = sub.make_context(name, rest, parent=ctx)
         if name == "pretrain":
             from mcjepa_cli.config import load_recipe
@@ -792,26 +926,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_launcher(sandbox: Sandbox, text: str) -> tuple[int, str]:
-    """Run a torchrun line for real on CPU: 2 processes, or 2 local 'nodes' x 1 process."""
+def run_launcher(sandbox: Sandbox, cmd: DocCommand) -> tuple[int, str]:
+    """Run a torchrun line for real on CPU: 2 processes, or 2 local 'nodes' x 1 process
+    (paths mapped into the sandbox and the cheap overrides appended, as for ``mcjepa`` lines)."""
     from torch.distributed.run import get_args_parser
 
-    torch_args, mc_args = launcher_parts(text)
+    torch_args, mc_args = launcher_parts(cmd.text, cmd.env)
     ns = get_args_parser().parse_args([*torch_args, "-m", "mcjepa_cli"])
     nodes = str(ns.nnodes).split(":")[-1]
-    sub = _cli().commands[mc_args[0]]
-    mc = [mc_args[0], *mc_args[1:], *cheap_options(mc_args[0], mc_args[1:], sub)]
+    mc = prepare(sandbox, mc_args)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **sandbox.env)
     base = [sys.executable, "-m", "torch.distributed.run"]
     if int(nodes) <= 1:
         cmds = [[*base, "--standalone", "--nproc_per_node", "2", "-m", "mcjepa_cli", *mc]]
     else:
         port = _free_port()
-        cmds = [[*base, "--nnodes", "2", "--node_rank", str(r), "--nproc_per_node", "1",
-                 "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "docs",
-                 "-m", "mcjepa_cli", *mc] for r in range(2)]
-    procs = [subprocess.Popen(c, cwd=sandbox.work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for c in cmds]
+        cmds = [
+            [
+                *base,
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(r),
+                "--nproc_per_node",
+                "1",
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv_id",
+                "docs",
+                "-m",
+                "mcjepa_cli",
+                *mc,
+            ]
+            for r in range(2)
+        ]
+    procs = [
+        subprocess.Popen(
+            c,
+            cwd=sandbox.work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in cmds
+    ]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     code = max(p.returncode for p in procs)
     return code, "\n".join(outs)
@@ -821,14 +982,121 @@ def run_launcher(sandbox: Sandbox, text: str) -> tuple[int, str]:
 # pages
 
 
-def check_page(page: Path, sandbox: Sandbox, full: bool = False) -> list[Outcome]:
-    """Run (or parse) every command of ``page`` in ``sandbox``, in order."""
+def line_shape(words: list[str]) -> tuple:
+    """What a ``mcjepa`` line exercises: the command, the options it uses, the values that pick
+    a code path (dataset, format, model, backbone, preset), the recipe keys it sets and the
+    kinds of its positional arguments. Two lines of one shape run the same code."""
+    if not words:
+        return ()
+    rest = words[1:]
+    opts = sorted({a.split("=", 1)[0] for a in rest if a.startswith("-")})
+    picks = tuple(
+        (o, _value(rest, o))
+        for o in ("--dataset", "--format", "-f", "--model", "--backbone", "--preset", "--show")
+    )
+    sets = sorted(rest[i + 1].split("=", 1)[0] for i, a in enumerate(rest[:-1]) if a == "--set")
+    positional = []
+    for i, a in enumerate(rest):
+        if a.startswith("-") or (i and rest[i - 1].startswith("-") and rest[i - 1] not in _FLAGS):
+            continue
+        positional.append(Path(a).suffix or ("name" if "/" not in a else "dir"))
+        if words[0] == "pretrain" and i == 0 and "/" not in a and not Path(a).suffix:
+            positional[-1] = a  # a packaged recipe: each one is its own case
+    return (words[0], tuple(opts), picks, tuple(sets), tuple(positional))
+
+
+# commands whose repeats may be parsed instead of run, and the options that name what they write
+DEDUPABLE = ("flow-eval", "segment-eval", "davis-eval", "visualize")
+OUTPUT_OPTIONS = ("-o", "--output", "--json", "--save-predictions")
+
+
+def dedupable(words: list[str]) -> bool:
+    """Lines whose repeats may be parsed instead of run: evaluations and renders that write
+    nothing a later line names (no explicit output), and ``pretrain``, whose only output, the
+    run directory, is then stood in for by a copy of the tiny run (``skip_run``)."""
+    if not words:
+        return False
+    if words[0] == "pretrain":
+        return True
+    return words[0] in DEDUPABLE and not any(
+        w.split("=", 1)[0] in OUTPUT_OPTIONS for w in words[1:]
+    )
+
+
+def skip_run(sandbox: Sandbox, argv: list[str]) -> None:
+    """What a parsed-only line would have left behind for later lines: a run directory."""
+    if not argv or argv[0] != "pretrain" or _value(argv[1:], "--resume") is not None:
+        return
+    out = _value(argv[1:], "--output") or _value(argv[1:], "-o")
+    if out is None:
+        recipe = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else "run"
+        out = f"runs/{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target = sandbox.inside(out)
+    if not (target / "checkpoints" / "last.pt").is_file():
+        sandbox.run_dir(target)
+
+
+# options that take no value (for line_shape's positional detection)
+_FLAGS = {
+    "--per-image",
+    "--per-sequence",
+    "--no-progress",
+    "--progress",
+    "--overwrite",
+    "--finetune",
+    "--quiet",
+    "-q",
+    "--rescale",
+    "--no-rescale",
+    "--check",
+    "--no-check",
+    "--help",
+    "-h",
+    "--version",
+}
+
+
+# Optional extras a documented line may need: (what the line does, modules, the extra to install).
+_EXTRA_NEEDS = (
+    (re.compile(r"(?:--format|-f)[ =]onnx\b"), ("onnx", "onnxscript"), "onnx"),
+    (re.compile(r"^\s*(?:import|from)\s+onnxruntime\b", re.M), ("onnxruntime",), "onnx"),
+    (re.compile(r"^\s*(?:import|from)\s+onnx\b", re.M), ("onnx",), "onnx"),
+)
+
+
+def missing_extra(cmd: DocCommand) -> str | None:
+    """A skip reason when ``cmd`` needs an optional extra that is not installed, else None."""
+    import importlib.util
+
+    text = cmd.content if cmd.kind == "python" else cmd.text
+    for pattern, modules, extra in _EXTRA_NEEDS:
+        if not pattern.search(text):
+            continue
+        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+        if absent:
+            return f"needs the optional extra: pip install 'mcjepa[{extra}]' ({', '.join(absent)} absent)"
+    return None
+
+
+def check_page(
+    page: Path, sandbox: Sandbox, full: bool = False, seen_shapes: dict[tuple, str] | None = None
+) -> list[Outcome]:
+    """Run (or parse) every command of ``page`` in ``sandbox``, in order.
+
+    Args:
+        page: a Markdown file.
+        sandbox: where the commands run.
+        full: also run torchrun lines (2 CPU processes / 2 local nodes).
+        seen_shapes: when given, a ``mcjepa`` line whose ``line_shape`` ran before (recorded
+            here, across pages) is only parsed, not run again; None runs every line.
+    """
     outcomes = []
     namespace: dict[str, object] = {"__name__": "__docs__"}  # shared by the page's python blocks
     for cmd in extract_commands(page.read_text(encoding="utf-8"), page):
         t0 = time.time()
-        if cmd.skip:
-            outcomes.append(Outcome(cmd, "skip", cmd.skip))
+        skip = cmd.skip or missing_extra(cmd)
+        if skip:
+            outcomes.append(Outcome(cmd, "skip", skip))
             continue
         if cmd.kind == "file":
             target = sandbox.work / cmd.text
@@ -843,57 +1111,109 @@ def check_page(page: Path, sandbox: Sandbox, full: bool = False) -> list[Outcome
             except Exception:  # a failing snippet is a docs error: show its traceback
                 import traceback
 
-                outcomes.append(Outcome(cmd, "fail", traceback.format_exc()[-3000:], time.time() - t0))
+                outcomes.append(
+                    Outcome(cmd, "fail", traceback.format_exc()[-3000:], time.time() - t0)
+                )
             continue
         if cmd.kind == "launcher":
             try:
-                torch_args, mc_args = launcher_parts(cmd.text)
+                torch_args, mc_args = launcher_parts(cmd.text, cmd.env)
                 parse_only(mc_args)
             except SystemExit as e:  # argparse's way of reporting bad torchrun flags
-                outcomes.append(Outcome(cmd, "fail", f"torchrun flags do not parse (exit {e.code})"))
+                outcomes.append(
+                    Outcome(cmd, "fail", f"torchrun flags do not parse (exit {e.code})")
+                )
                 continue
             except Exception as e:  # any parse or recipe error is a docs error
                 outcomes.append(Outcome(cmd, "fail", f"{type(e).__name__}: {e}"))
                 continue
             if full:
-                code, text = run_launcher(sandbox, cmd.text)
+                code, text = run_launcher(sandbox, cmd)
                 status = "ok" if code == 0 else "fail"
-                outcomes.append(Outcome(cmd, status, text[-3000:] if code else "", time.time() - t0))
+                outcomes.append(
+                    Outcome(cmd, status, text[-3000:] if code else "", time.time() - t0)
+                )
             else:
                 outcomes.append(Outcome(cmd, "parsed", "launcher flags and mcjepa arguments parse"))
             continue
+        words = mcjepa_words(cmd.text)
+        where = f"{cmd.path.name}:{cmd.line}"
+        dedupe = seen_shapes is not None and dedupable(words)
+        if dedupe and line_shape(words) in seen_shapes:
+            try:
+                argv = prepare(sandbox, words)  # the files it names still have to be there
+                with _in_dir(sandbox.work):
+                    parse_only(argv)
+                skip_run(sandbox, argv)
+                outcomes.append(
+                    Outcome(
+                        cmd,
+                        "parsed",
+                        f"same code path as {seen_shapes[line_shape(words)]}",
+                        argv=argv,
+                    )
+                )
+            except Exception as e:  # a parse or recipe error is a docs error
+                outcomes.append(Outcome(cmd, "fail", f"{type(e).__name__}: {e}"))
+            continue
         try:
-            argv = prepare(sandbox, mcjepa_words(cmd.text))
+            argv = prepare(sandbox, words)
         except Exception as e:  # a docs-check bug or an unsupported path: report, do not hide
-            outcomes.append(Outcome(cmd, "fail", f"could not prepare the sandbox: {type(e).__name__}: {e}"))
+            outcomes.append(
+                Outcome(cmd, "fail", f"could not prepare the sandbox: {type(e).__name__}: {e}")
+            )
             continue
         code, text = run_cli(sandbox, argv)
-        outcomes.append(Outcome(cmd, "ok" if code == 0 else "fail",
-                                "" if code == 0 else f"exit {code}\n{text[-3000:]}",
-                                time.time() - t0, argv))
+        if code == 0 and dedupe:
+            seen_shapes[line_shape(words)] = where
+        outcomes.append(
+            Outcome(
+                cmd,
+                "ok" if code == 0 else "fail",
+                "" if code == 0 else f"exit {code}\n{text[-3000:]}",
+                time.time() - t0,
+                argv,
+            )
+        )
     return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pages", nargs="*", type=Path, help="pages to check (default: README.md and docs/*.md)")
-    parser.add_argument("--full", action="store_true", help="also run the torchrun lines (CPU, gloo)")
+    parser.add_argument(
+        "pages", nargs="*", type=Path, help="pages to check (default: README.md and docs/*.md)"
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="also run the torchrun lines (CPU, gloo)"
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="run one line per code path (line_shape), only parse the others",
+    )
     parser.add_argument("--keep", type=Path, help="build the sandboxes here and keep them")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the argv of every line")
     args = parser.parse_args(argv)
     pages = args.pages or doc_pages()
     root = args.keep or Path(tempfile.mkdtemp(prefix="mcjepa-docs-"))
     base_sandbox = Sandbox(root / "_base")
+    seen: dict[tuple, str] | None = {} if args.dedupe else None
     failed = 0
     try:
         for page in pages:
-            sandbox = Sandbox(root / page.stem, base_sandbox.base_run)
-            sandbox.cache = base_sandbox.cache  # datasets and the tiny run are built once
-            for o in check_page(page, sandbox, full=args.full):
-                rel = o.command.path.relative_to(REPO) if o.command.path.is_absolute() else o.command.path
-                print(f"{o.status:6s} {rel}:{o.command.line}  {o.command.text}  ({o.seconds:.1f} s)"
-                      if o.status in ("ok", "fail") else f"{o.status:6s} {rel}:{o.command.line}  "
-                      f"{o.command.text}  [{o.detail}]")
+            # datasets and the tiny run are built once for all pages
+            sandbox = Sandbox(root / page.stem, base_sandbox.base_run, cache=base_sandbox.cache)
+            for o in check_page(page, sandbox, full=args.full, seen_shapes=seen):
+                rel = (
+                    o.command.path.relative_to(REPO)
+                    if o.command.path.is_absolute()
+                    else o.command.path
+                )
+                print(
+                    f"{o.status:6s} {rel}:{o.command.line}  {o.command.text}  ({o.seconds:.1f} s)"
+                    if o.status in ("ok", "fail")
+                    else f"{o.status:6s} {rel}:{o.command.line}  {o.command.text}  [{o.detail}]"
+                )
                 if args.verbose and o.argv:
                     print("       argv: mcjepa " + " ".join(shlex.quote(a) for a in o.argv))
                 if o.status == "fail":

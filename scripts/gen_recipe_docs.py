@@ -88,8 +88,11 @@ def field_meanings(cls: type) -> tuple[dict[str, str], str, Path]:
         while ln >= 1 and lines[ln - 1].strip().startswith("#"):
             above.insert(0, comments.get(ln, lines[ln - 1].strip().lstrip("#").strip()))
             ln -= 1
-        trailing = [comments[n] for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
-                    if n in comments and not lines[n - 1].strip().startswith("#")]
+        trailing = [
+            comments[n]
+            for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
+            if n in comments and not lines[n - 1].strip().startswith("#")
+        ]
         meanings[stmt.target.id] = " ".join(t for t in above + trailing if t)
     doc = ast.get_docstring(node) or ""
     summary = " ".join(doc.split("\n\n")[0].split())
@@ -126,13 +129,20 @@ def value_text(v: Any) -> str:
     if isinstance(v, (int,)):
         return str(v)
     if isinstance(v, str):
-        return v if v and v.strip() == v and ":" not in v and v[0] not in "[{&*!|>'\"%@`#" else f'"{v}"'
+        return (
+            v
+            if v and v.strip() == v and ":" not in v and v[0] not in "[{&*!|>'\"%@`#"
+            else f'"{v}"'
+        )
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value_text(x) for x in v) + "]"
     if dataclasses.is_dataclass(v):
         base = type(v)()
-        parts = [f"{f.name}: {value_text(getattr(v, f.name))}" for f in dataclasses.fields(v)
-                 if f.name == "name" or getattr(v, f.name) != getattr(base, f.name)]
+        parts = [
+            f"{f.name}: {value_text(getattr(v, f.name))}"
+            for f in dataclasses.fields(v)
+            if f.name == "name" or getattr(v, f.name) != getattr(base, f.name)
+        ]
         return "{" + ", ".join(parts) + "}"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {value_text(x)}" for k, x in v.items()) + "}"
@@ -164,8 +174,9 @@ def collect(cls: type, prefix: str = "", instance: Any = None) -> list[SectionDo
         item = _list_item_class(tp)
         if item is not None:
             sub = collect(item, f"{key}[].", item())
-            sub[0].summary = (f"Each entry of `{key}` (a list; default `{value_text(value)}`). "
-                              + sub[0].summary)
+            sub[0].summary = (
+                f"Each entry of `{key}` (a list; default `{value_text(value)}`). " + sub[0].summary
+            )
             nested.extend(sub)
         here.append(FieldDoc(key, type_name(tp), value_text(value), meanings.get(f.name, "")))
     try:
@@ -194,7 +205,9 @@ def packaged_recipes() -> list[tuple[str, str, list[tuple[str, str]]]]:
                 break
             header.append(line.lstrip("#").strip())
         values = _flatten(load_recipe(str(path)))
-        diff = [(k, value_text(v)) for k, v in values.items() if k != "name" and defaults.get(k) != v]
+        diff = [
+            (k, value_text(v)) for k, v in values.items() if k != "name" and defaults.get(k) != v
+        ]
         out.append((path.stem, " ".join(header), diff))
     return out
 
@@ -260,14 +273,19 @@ def render() -> str:
         out += [f"| `{k}` | `{_cell(v)}` |" for k, v in diff]
         out.append("")
     out += ["## Fields", ""]
-    out += ["Sections: " + ", ".join(f"[`{s.key or 'top level'}`](#{_anchor(s)})" for s in sections), ""]
+    out += [
+        "Sections: " + ", ".join(f"[`{s.key or 'top level'}`](#{_anchor(s)})" for s in sections),
+        "",
+    ]
     for s in sections:
         title = f"`{s.key}`" if s.key else "Top level"
         summary = _text(s.summary) + " " if s.summary else ""
         out += [f"### {title}", "", f"{summary}(`{s.cls.__name__}` in `{s.source}`)", ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
         for f in s.fields:
-            out.append(f"| `{f.key}` | {_cell(f.type)} | `{_cell(f.default)}` | {_text(f.meaning)} |")
+            out.append(
+                f"| `{f.key}` | {_cell(f.type)} | `{_cell(f.default)}` | {_text(f.meaning)} |"
+            )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -281,7 +299,9 @@ def _anchor(s: SectionDoc) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/recipes.md is stale")
-    parser.add_argument("--output", type=Path, default=DOC, help="where to write (default docs/recipes.md)")
+    parser.add_argument(
+        "--output", type=Path, default=DOC, help="where to write (default docs/recipes.md)"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

@@ -1,4 +1,4 @@
-"""One table of user errors: every command, every kind of bad input -> exit 2, one line, no traceback.
+"""One table of user errors: each command, each kind of bad input -> exit 2, one line, no traceback.
 
 Each row is ``(command line, culprit)``. ``<name>`` in either is replaced by the path of a bad
 input built once by the ``bad`` fixture (see ``_build_bad_inputs``); ``<tmp>`` is a fresh
@@ -9,6 +9,7 @@ Every command mounted in ``mcjepa_cli.main.app`` must have rows here
 (``test_every_mounted_command_has_rows``).
 """
 
+# ruff: noqa: E501  (one table row per line reads best)
 from __future__ import annotations
 
 import re
@@ -192,7 +193,8 @@ def _build_bad_inputs(d: Path) -> dict[str, Path]:
     from mcjepa_cli.models import build_model
 
     f: dict[str, Path] = {"missing": d / "does_not_exist"}
-    f["yaml_unknown_key"] = _write_yaml(d / "unknown_key.yaml", "base: quickstart\noptim:\n  lr_encodr: 1.0e-3\n")
+    f["yaml_unknown_key"] = _write_yaml(d / "unknown_key.yaml",
+                                        "base: quickstart\noptim:\n  lr_encodr: 1.0e-3\n")
     f["yaml_wrong_type"] = _write_yaml(d / "wrong_type.yaml", "train:\n  seed: [1, 2]\n")
     f["yaml_syntax"] = _write_yaml(d / "syntax.yaml", "model: {encoder: [\n")
     f["yaml_python_tag"] = _write_yaml(

@@ -1,5 +1,6 @@
-"""mcjepa export: timm state dicts load strictly and compute timm's own stage outputs; the flow
-exports (ONNX, TorchScript, torch.export) give PyTorch's flow; timm weights initialise pretraining."""
+"""mcjepa export: timm state dicts load strictly and compute timm's own stage outputs; the
+flow exports (ONNX, TorchScript, torch.export) give PyTorch's flow; timm weights initialise
+pretraining."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_args
 from typer.testing import CliRunner
 
-from conftest import tiny_args
 from mcjepa_cli.engine.checkpoint import load_model
 from mcjepa_cli.main import app
 
@@ -34,13 +35,17 @@ def _one_error_line(result) -> None:
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
 
 
-def test_timm_export_loads_strictly_and_gives_the_same_stage_outputs(quickstart_checkpoint, tmp_path):
+def test_timm_export_loads_strictly_and_gives_the_same_stage_outputs(
+    quickstart_checkpoint, tmp_path
+):
     import timm
     from safetensors.torch import load_file
 
     out = tmp_path / "enc.safetensors"
-    r = runner.invoke(app, ["export", str(quickstart_checkpoint), "--format", "timm", "-o", str(out),
-                            "--no-check"])
+    r = runner.invoke(
+        app,
+        ["export", str(quickstart_checkpoint), "--format", "timm", "-o", str(out), "--no-check"],
+    )
     assert r.exit_code == 0, r.output
     model, recipe = load_model(quickstart_checkpoint)
     arch = recipe["model"]["encoder"]["arch"]
@@ -54,8 +59,9 @@ def test_timm_export_loads_strictly_and_gives_the_same_stage_outputs(quickstart_
     assert torch.equal(sd["head.norm.weight"], torch.ones_like(sd["head.norm.weight"]))
     assert torch.equal(sd["head.norm.bias"], torch.zeros_like(sd["head.norm.bias"]))
     # the documented one-liner: timm's pretrained loader reading the local file
-    net2 = timm.create_model(arch, pretrained=True, num_classes=0,
-                             pretrained_cfg_overlay=dict(file=str(out))).eval()
+    net2 = timm.create_model(
+        arch, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(out)}
+    ).eval()
     for k, v in net2.state_dict().items():
         assert torch.equal(v, sd[k]), k
 
@@ -119,18 +125,32 @@ def test_flow_exports_give_pytorch_flow(fmt, quickstart_checkpoint, tmp_path):
 
 
 def test_export_user_errors_are_one_line(quickstart_checkpoint, tmp_path):
-    _one_error_line(runner.invoke(app, ["export", str(quickstart_checkpoint), "--format", "tflite"]))
+    _one_error_line(
+        runner.invoke(app, ["export", str(quickstart_checkpoint), "--format", "tflite"])
+    )
     _one_error_line(runner.invoke(app, ["export", str(tmp_path / "missing.pt")]))
-    _one_error_line(runner.invoke(app, ["export", str(quickstart_checkpoint), "--size", "64", "64"]))
+    _one_error_line(
+        runner.invoke(app, ["export", str(quickstart_checkpoint), "--size", "64", "64"])
+    )
     bogus = tmp_path / "bogus.pt"
     torch.save({"weights": torch.zeros(2)}, bogus)
     _one_error_line(runner.invoke(app, ["export", str(bogus)]))
-    r = runner.invoke(app, ["export", str(quickstart_checkpoint), "--format", "torchscript",
-                            "--size", "0", "64"])
+    r = runner.invoke(
+        app, ["export", str(quickstart_checkpoint), "--format", "torchscript", "--size", "0", "64"]
+    )
     _one_error_line(r)
     assert "--size" in r.output
-    r = runner.invoke(app, ["export", str(quickstart_checkpoint), "--format", "export",
-                            "-o", str(tmp_path / "flow.bin")])
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            str(quickstart_checkpoint),
+            "--format",
+            "export",
+            "-o",
+            str(tmp_path / "flow.bin"),
+        ],
+    )
     _one_error_line(r)
     assert ".pt2" in r.output
 
@@ -148,10 +168,17 @@ def test_pretraining_starts_from_local_timm_weights(tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     # lr_encoder = 0: the encoder stays at its initialisation, the other parts still train
-    r = runner.invoke(app, ["pretrain", "quickstart",
-                            *tiny_args("schedule.total=2", "optim.lr_encoder=0",
-                                       f"model.encoder.init={weights}"),
-                            "--output", str(run), "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "quickstart",
+            *tiny_args("schedule.total=1", "optim.lr_encoder=0", f"model.encoder.init={weights}"),
+            "--output",
+            str(run),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     model, recipe = load_model(run)
     assert recipe["model"]["encoder"]["init"] == str(weights)
@@ -179,7 +206,16 @@ def test_timm_init_rejects_other_architectures(tmp_path, monkeypatch):
     weights = tmp_path / "femto.pth"
     torch.save(net.state_dict(), weights)
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["pretrain", "quickstart", *tiny_args(f"model.encoder.init={weights}"),
-                            "--output", str(tmp_path / "run"), "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "quickstart",
+            *tiny_args(f"model.encoder.init={weights}"),
+            "--output",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+    )
     _one_error_line(r)
     assert str(weights) in r.output

@@ -92,7 +92,8 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
     write_kitti_png(d / "a.png", flow, rng.random((3, 4)) > 0.3)
     write_pfm(d / "a.pfm", flow)
     write_pfm(d / "g.pfm", flow[..., 0])
-    big_endian = b"PF\n4 3\n1.0\n" + np.concatenate([flow, np.zeros((3, 4, 1), np.float32)], -1)[::-1].astype(">f4").tobytes()
+    rgb = np.concatenate([flow, np.zeros((3, 4, 1), np.float32)], -1)  # (3, 4, 3)
+    big_endian = b"PF\n4 3\n1.0\n" + rgb[::-1].astype(">f4").tobytes()  # positive scale
     from PIL import Image
 
     Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(d / "rgb.png")
@@ -178,7 +179,8 @@ def test_kitti_png_random_scanlines(tmp_path, data):
     from mcjepa_cli.io.flow_io import read_kitti_png
 
     w, h = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6))
-    depth, colour = data.draw(st.sampled_from([(16, 2), (16, 2), (16, 2), (8, 2), (16, 6), (16, 0)]))
+    depth, colour = data.draw(st.sampled_from([(16, 2), (16, 2), (16, 2), (8, 2), (16, 6),
+                                               (16, 0)]))
     channels = {2: 3, 6: 4, 0: 1}[colour]
     stride = 1 + channels * (depth // 8) * w
     rows = bytearray()
@@ -189,9 +191,11 @@ def test_kitti_png_random_scanlines(tmp_path, data):
         rows = rows[: data.draw(st.integers(0, len(rows)))]  # short image data
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
 
-    blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+    blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
             + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b""))
     p = tmp_path / "s.png"
     p.write_bytes(blob)
@@ -208,7 +212,7 @@ def test_read_flow_dispatch_fuzz(seeds, tmp_path, data):
     from mcjepa_cli.io.flow_io import read_flow
 
     ext = data.draw(st.sampled_from([".flo", ".png", ".pfm", ".PFM", ".FLO", ".txt", ""]))
-    seed = data.draw(st.sampled_from([seeds["flo"], seeds["kitti"], seeds["pfm"], seeds["pfm_grey"]]))
+    seed = data.draw(st.sampled_from([seeds[k] for k in ("flo", "kitti", "pfm", "pfm_grey")]))
     blob = data.draw(st.one_of(st.just(seed), mutated(seed)))
     p = tmp_path / f"f{ext}"
     p.write_bytes(blob)
@@ -231,6 +235,23 @@ def test_read_image_fuzz(seeds, tmp_path, data):
     except UserError:
         return
     assert img.dtype.is_floating_point is False and img.shape[0] == 3
+
+
+def test_read_image_refuses_a_decompression_bomb(tmp_path):
+    """A valid PNG header claiming 100000 x 100000 pixels: one UserError, not PIL's exception."""
+    from mcjepa_cli.io.images import read_image
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    p = tmp_path / "bomb.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                  + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(UserError) as e:
+        read_image(p)
+    assert str(p) in str(e.value)
 
 
 # ------------------------------------------------------------------------------ recipes
@@ -259,9 +280,13 @@ def _recipe_keys() -> list[str]:
 RECIPE_KEYS = _recipe_keys()
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**20),
                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                          st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+_values = st.recursive(_scalars,
+                       lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                               st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3)),
                        max_leaves=8)
+_keys = st.one_of(st.sampled_from(RECIPE_KEYS), st.text(max_size=10))  # real keys and junk
+_yaml_values = _values.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip())
 
 
 def _nest(pairs: list[tuple[str, object]]) -> dict:
@@ -311,8 +336,7 @@ def test_recipe_loader_mutated_packaged_recipes(tmp_path, data):
 
 
 @FUZZ
-@given(pairs=st.lists(st.tuples(st.one_of(st.sampled_from(RECIPE_KEYS), st.text(max_size=10)), _values),
-                      max_size=5),
+@given(pairs=st.lists(st.tuples(_keys, _values), max_size=5),
        base=st.sampled_from([None, "quickstart", "mjepa_flow_only"]))
 def test_recipe_loader_random_typed_documents(tmp_path, pairs, base):
     doc = _nest(pairs)
@@ -321,18 +345,27 @@ def test_recipe_loader_random_typed_documents(tmp_path, pairs, base):
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(doc), encoding="utf-8")
     recipe = _load(p)
-    if recipe is not None:  # accepted: every float is finite, every list has its declared type
+    if recipe is not None:  # accepted: every number in the resolved recipe is finite
         from mcjepa_cli.config import to_dict
 
-        assert isinstance(to_dict(recipe), dict)
+        def leaves(x):
+            if isinstance(x, dict):
+                for v in x.values():
+                    yield from leaves(v)
+            elif isinstance(x, list):
+                for v in x:
+                    yield from leaves(v)
+            else:
+                yield x
+
+        assert all(np.isfinite(v) for v in leaves(to_dict(recipe)) if isinstance(v, float))
 
 
 @FUZZ
-@given(overrides=st.lists(st.tuples(st.one_of(st.sampled_from(RECIPE_KEYS), st.text(max_size=10)),
-                                    st.one_of(_values.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip()),
-                                              st.text(max_size=20))).map(lambda kv: f"{kv[0]}={kv[1]}")
-                          | st.text(max_size=20), max_size=4))
-def test_recipe_overrides_fuzz(tmp_path, overrides):
+@given(overrides=st.lists(
+    st.tuples(_keys, st.one_of(_yaml_values, st.text(max_size=20))).map("=".join)
+    | st.text(max_size=20), max_size=4))
+def test_recipe_overrides_fuzz(overrides):
     from mcjepa_cli.config import find_recipe
 
     _load(find_recipe("quickstart"), overrides)

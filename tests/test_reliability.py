@@ -49,6 +49,9 @@ def _pretrain_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcjepa_cli", "pretrain", *args, "--no-progress"]
 
 
+FLOW_ONLY = "model.content=false"  # for tests where the VICReg branch plays no part: 2-3x faster
+
+
 def _endless(run: Path, *extra: str) -> list[str]:
     """A tiny pretraining run far longer than the test: it only ends by a signal."""
     return _pretrain_cmd("quickstart", *tiny_args("schedule.total=100000", "train.log_every=1",
@@ -106,16 +109,17 @@ def _wait_stopped(pid: int) -> None:
     raise AssertionError(f"process {pid} did not stop")
 
 
-def _check_run_loads(run: Path, min_step: int) -> int:
-    """The newest checkpoint (``last.pt``) and every periodic one load; returns last's step."""
+def _check_run_loads(run: Path, min_step: int, periodic: bool) -> int:
+    """The newest checkpoint (``last.pt``) loads (and, if ``periodic``, every periodic one);
+    returns last's step."""
     last = load_checkpoint(run)  # resolves the run directory to checkpoints/last.pt
     assert last["path"].endswith("last.pt")
     step = int(last["step"])
     assert step >= min_step, (step, min_step)
     for n, p in _step_files(run).items():
-        ck = load_checkpoint(p)
-        assert int(ck["step"]) == n
         assert n <= step, f"{p.name} is newer than last.pt (step {step})"
+        if periodic:
+            assert int(load_checkpoint(p)["step"]) == n
     assert {"model", "optimizer", "rng", "recipe"} <= set(last)
     return step
 
@@ -153,7 +157,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
                 else:
                     _wait_stopped(proc.pid)
                 caught_mid_write += bool(_temp_files(run))
-                new_step = _check_run_loads(run, min_step=start + 1)
+                new_step = _check_run_loads(run, min_step=start + 1, periodic=final)
                 assert new_step >= step
                 step = new_step
                 trials += 1
@@ -173,14 +177,15 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     # each resume removed the temporary file a kill had left; only the last kill's may remain
     assert len(_temp_files(run)) <= 1
     print(f"kill trials: {trials} ({KILL_PROCESSES} SIGKILL, {trials - KILL_PROCESSES} frozen), "
-          f"caught mid-write: {caught_mid_write}, resumes: {resumes}, last step {step}, seed {seed}")
+          f"caught mid-write: {caught_mid_write}, resumes: {resumes}, last step {step}, "
+          f"seed {seed}")
 
 
 def test_sigterm_and_sigint_save_and_exit_143_130(tmp_path):
     run = tmp_path / "run"
     results = []
     for k, (cmd, sig, code) in enumerate([
-        (_endless(run, "train.checkpoint_every=1000"), signal.SIGTERM, 143),
+        (_endless(run, "train.checkpoint_every=1000", FLOW_ONLY), signal.SIGTERM, 143),
         (_pretrain_cmd("--resume", str(run)), signal.SIGINT, 130),
     ]):
         log = tmp_path / f"signal{k}.log"
@@ -189,8 +194,8 @@ def test_sigterm_and_sigint_save_and_exit_143_130(tmp_path):
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(),
                                     cwd=tmp_path)
         try:
-            _wait_for(lambda b=before: sum(r["step"] > b for r in _records(run)) >= 2, proc,
-                      "two training steps", log)
+            _wait_for(lambda b=before: any(r["step"] > b for r in _records(run)), proc,
+                      "a training step", log)
             proc.send_signal(sig)
             assert proc.wait(timeout=60) == code, log.read_text()[-3000:]
         finally:
@@ -217,7 +222,8 @@ def _save_spy(monkeypatch) -> list[tuple[str, int, str]]:
 
     def spy(path, state):
         real(path, state)
-        writes.append((Path(path).name, int(state["step"]), hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        writes.append((Path(path).name, int(state["step"]), digest))
 
     monkeypatch.setattr(trainer, "save_checkpoint", spy)
     return writes
@@ -236,8 +242,6 @@ def _replace_spy(monkeypatch) -> set[Path]:
     return renamed
 
 
-@pytest.mark.xfail(reason="known failure: expects a periodic checkpoint the run does not keep "
-                   "under the replace spy (open; see the closing note)", strict=False)
 def test_single_nan_is_skipped_logged_and_outputs_are_atomic(tmp_path, monkeypatch):
     renamed = _replace_spy(monkeypatch)
     run = tmp_path / "run"
@@ -257,7 +261,8 @@ def test_single_nan_is_skipped_logged_and_outputs_are_atomic(tmp_path, monkeypat
     assert json.loads((run / "summary.json").read_text())["skipped_steps"] == 1
     # the skipped step changed nothing: weights and optimizer state after step 3 (last.pt; no
     # periodic checkpoint is kept for a skipped step) == after step 2
-    ck = {s: torch.load(run / "checkpoints" / f"step_{s:07d}.pt", weights_only=True) for s in (1, 2)}
+    ck = {s: torch.load(run / "checkpoints" / f"step_{s:07d}.pt", weights_only=True)
+          for s in (1, 2)}
     ck[3] = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ck[3]["step"] == 3 and not (run / "checkpoints" / "step_0000003.pt").exists()
     for name, w in ck[2]["model"].items():
@@ -276,20 +281,22 @@ def test_nonfinite_streak_stops_with_exit_1_and_keeps_last_good_checkpoint(tmp_p
     writes = _save_spy(monkeypatch)
     run = tmp_path / "run"
     r = runner.invoke(app, ["pretrain", "quickstart",
-                            *tiny_args("schedule.total=8", "train.checkpoint_every=1",
-                                       "train.max_nonfinite_steps=3", "train.inject_nan_at=[2,3,4]"),
+                            *tiny_args("schedule.total=8", "train.checkpoint_every=1", FLOW_ONLY,
+                                       "train.max_nonfinite_steps=3",
+                                       "train.inject_nan_at=[1,2,3]"),
                             "--output", str(run), "--no-progress"])
     assert r.exit_code == 1, r.output
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "3 consecutive steps" in errors[0] and "last.pt" in errors[0], r.stderr
+    assert len(errors) == 1, r.stderr
+    assert "3 consecutive steps" in errors[0] and "last.pt" in errors[0], r.stderr
     assert "Traceback" not in r.output
     last_writes = [w for w in writes if w[0] == "last.pt"]
-    assert [w[1] for w in last_writes] == [1, 2]  # nothing written once the streak began
+    assert [w[1] for w in last_writes] == [1]  # nothing written once the streak began
     last = run / "checkpoints" / "last.pt"
     assert hashlib.sha256(last.read_bytes()).hexdigest() == last_writes[-1][2]  # byte for byte
-    assert int(load_checkpoint(last)["step"]) == 2
+    assert int(load_checkpoint(last)["step"]) == 1
     events = [e for e in _records(run) if e.get("event") == "nonfinite_skip"]
-    assert [(e["step"], e["consecutive"]) for e in events] == [(3, 1), (4, 2), (5, 3)]
+    assert [(e["step"], e["consecutive"]) for e in events] == [(2, 1), (3, 2), (4, 3)]
     assert not (run / "summary.json").exists()
 
 
@@ -383,8 +390,9 @@ def test_no_unsafe_loader_in_the_code():
             if name.endswith("torch.load"):
                 found += 1
                 kw = {k.arg: k.value for k in call.keywords}
-                assert "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) \
-                    and kw["weights_only"].value is True, f"{where}: torch.load without weights_only=True"
+                value = kw.get("weights_only")
+                assert isinstance(value, ast.Constant) and value.value is True, \
+                    f"{where}: torch.load without weights_only=True"
             if name in ("torch.jit.load", "torch.export.load"):
                 # only to check an export mcjepa has just written itself, never a user's file
                 assert path.name == "export.py", f"{where}: {name}"
@@ -397,8 +405,8 @@ def test_no_unsafe_loader_in_the_code():
 # ------------------------------------------------------------------------------ outputs
 def test_existing_run_directory_needs_overwrite_which_replaces_it(tmp_path):
     run = tmp_path / "run"
-    args = ["pretrain", "quickstart", *tiny_args("schedule.total=2", "train.checkpoint_every=1",
-                                                 "train.eval_pairs=1"),
+    args = ["pretrain", "quickstart", *tiny_args("schedule.total=1", "train.checkpoint_every=1",
+                                                 "train.eval_pairs=1", FLOW_ONLY),
             "--output", str(run), "--no-progress"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -412,9 +420,8 @@ def test_existing_run_directory_needs_overwrite_which_replaces_it(tmp_path):
     r = runner.invoke(app, [*args, "--overwrite"])
     assert r.exit_code == 0, r.output
     assert not stale.exists()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "last.pt", "step_0000001.pt", "step_0000002.pt"]
-    assert [rec["step"] for rec in _records(run)] == [1, 2]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000001.pt"]
+    assert [rec["step"] for rec in _records(run)] == [1]
     # -o pointing at a file is refused
     r = runner.invoke(app, [*args[:-3], "--output", str(stale.parent / "last.pt")])
     assert r.exit_code == 2 and "expected a run directory" in r.stderr
@@ -429,7 +436,8 @@ def test_eval_outputs_are_atomic(tmp_path, monkeypatch):
     if "flow-eval" in mounted:
         pred = tmp_path / "pred"
         r = runner.invoke(app, ["flow-eval", "--dataset", "synthetic", "--model", "zero",
-                                "--count", "2", "--size", "64x64", "--json", str(tmp_path / "r.json"),
+                                "--count", "2", "--size", "64x64",
+                                "--json", str(tmp_path / "r.json"),
                                 "--save-predictions", str(pred), "--no-progress"])
         assert r.exit_code == 0, r.output
         written += [tmp_path / "r.json", *[p for p in pred.rglob("*") if p.is_file()]]
@@ -440,8 +448,8 @@ def test_eval_outputs_are_atomic(tmp_path, monkeypatch):
         write_flo(flo, np.random.default_rng(0).normal(size=(24, 32, 2)).astype(np.float32))
         for ext in ("png", "gif", "mp4"):
             out = tmp_path / f"viz.{ext}"
-            r = runner.invoke(app, ["visualize", "--flow", str(flo), "--flow", str(flo), "-o", str(out),
-                                    "--no-progress"])
+            r = runner.invoke(app, ["visualize", "--flow", str(flo), "--flow", str(flo),
+                                    "-o", str(out), "--no-progress"])
             assert r.exit_code == 0, r.output
             written.append(out)
     if not written:
@@ -461,8 +469,8 @@ def _frames_folder(root: Path) -> tuple[Path, Path]:
 
     seqs = {
         "grey": [Image.fromarray(rgb(72, 80)[..., 0], mode="L") for _ in range(2)],
-        "rgba": [Image.fromarray(np.dstack([rgb(72, 80), np.full((72, 80), 128, np.uint8)]), mode="RGBA")
-                 for _ in range(2)],
+        "rgba": [Image.fromarray(np.dstack([rgb(72, 80), np.full((72, 80), 128, np.uint8)]),
+                                 mode="RGBA") for _ in range(2)],
         "png16": [rng.integers(0, 65536, (72, 80), dtype=np.uint16) for _ in range(2)],
         "palette": [Image.fromarray(rgb(72, 80)).convert("P") for _ in range(2)],
         "tiny": [Image.fromarray(rgb(12, 20)) for _ in range(2)],  # far below the 64x64 crop
@@ -488,7 +496,7 @@ def _frames_folder(root: Path) -> tuple[Path, Path]:
 
 def _frames_run(root: Path, out: Path, *extra: str):
     return runner.invoke(app, ["pretrain", "quickstart",
-                               *tiny_args("schedule.total=3", "train.eval_pairs=1",
+                               *tiny_args("schedule.total=3", "train.eval_pairs=1", FLOW_ONLY,
                                           f"data.flow=[{{name: frames, root: {root}}}]", *extra),
                                "--output", str(out), "--no-progress"])
 
@@ -530,7 +538,8 @@ def test_read_image_converts_grey_rgba_16bit_independently(tmp_path):
     assert (a.transpose(1, 2, 0) == rgba[..., :3]).all()
     d = read_image(tmp_path / "d.png").numpy()
     expected = np.floor(deep.astype(np.float64) * 255.0 / 65535.0 + 0.5)  # round half up
-    assert d.dtype == np.uint8 and np.abs(d[0].astype(int) - expected).max() <= 1 and (d[0] == d[2]).all()
+    assert d.dtype == np.uint8 and (d[0] == d[2]).all()
+    assert np.abs(d[0].astype(int) - expected).max() <= 1
     with pytest.raises(UserError) as e:
         bad = tmp_path / "empty.png"
         bad.write_bytes(b"")
@@ -549,23 +558,16 @@ def random_checkpoint(tmp_path_factory) -> Path:
     recipe = load_recipe("quickstart", TINY_OVERRIDES)
     ckpt = tmp_path_factory.mktemp("random_ckpt") / "random.pt"
     torch.manual_seed(0)
-    save_checkpoint(ckpt, {"recipe": to_dict(recipe), "model": build_model(recipe.model).state_dict(),
-                           "step": 0})
+    save_checkpoint(ckpt, {"recipe": to_dict(recipe),
+                           "model": build_model(recipe.model).state_dict(), "step": 0})
     return ckpt
-
-
-# Below 64 px the stride-64 pyramid level has no cell: MCJEPA.prepare_frame pads only to the
-# flow head's coarsest stride (32 here), so the encoder's extra 2x2 convolution fails on a 1x1
-# map (RuntimeError, exit 1). Reported: pad to at least the coarsest encoder stride.
-_SMALL_INPUT_BUG = pytest.mark.xfail(strict=True, reason="prepare_frame does not pad inputs "
-                                     "below 64 px to the stride-64 level (models/mcjepa.py)")
 
 
 @pytest.mark.parametrize("command, size", [
     ("visualize", (70, 90)),  # not a multiple of any stride
-    pytest.param("visualize", (9, 11), marks=_SMALL_INPUT_BUG),
-    pytest.param("visualize", (1, 1), marks=_SMALL_INPUT_BUG),
-    pytest.param("flow-eval", (8, 8), marks=_SMALL_INPUT_BUG),
+    ("visualize", (9, 11)),
+    ("visualize", (1, 1)),
+    ("flow-eval", (8, 8)),
 ])
 def test_small_inputs_are_handled_or_refused_in_one_line(command, size, random_checkpoint, tmp_path,
                                                          monkeypatch):

@@ -130,6 +130,8 @@ class FlowEvalSet:
                 w, h = img.size
         except FileNotFoundError:
             raise UserError(path, "frame not found") from None
+        except Image.DecompressionBombError as e:
+            raise UserError(path, f"image too large to decode safely ({e})") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise UserError(path, f"cannot decode image ({e.__class__.__name__})") from None
         return h, w

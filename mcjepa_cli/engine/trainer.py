@@ -369,6 +369,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             for old in olds[: max(0, len(olds) - recipe.train.keep_checkpoints)]:
                 old.unlink(missing_ok=True)
 
+    stat_buffers = list(model.buffers())
     t0 = time.time()
     consecutive_bad = 0
     skipped_total = 0
@@ -398,6 +399,9 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             if not batch:  # flow not started and no content branch: nothing to learn yet
                 step += 1
                 continue
+            # the forward pass updates buffers (BatchNorm running statistics): keep a copy so a
+            # skipped step leaves the model exactly as it was (no NaN statistics either)
+            saved_buffers = [b.detach().clone() for b in stat_buffers]
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
                 loss, terms = step_module(batch, step, flow_on)
@@ -418,6 +422,9 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                 consecutive_bad += 1
                 skipped_total += 1
                 optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for buf, saved in zip(stat_buffers, saved_buffers, strict=True):
+                        buf.copy_(saved)
                 if scaler.is_enabled():
                     scaler.update()
                 culprits = [k for k, v in terms_f.items() if not math.isfinite(v)]

@@ -58,7 +58,7 @@ PAPER_MIOU = {"voc": 67.1, "cityscapes": 65.5, "ade20k": 30.8}  # MC-JEPA Table 
 # 100x fewer steps than the protocol, hence a 10x larger learning rate.
 CPU_PRESET: dict[str, dict[str, Any]] = {
     "synthetic": {"steps": 400, "batch_size": 8, "lr": 1e-3, "crop": (128, 128),
-                  "cache_crops": 4, "train_images": 128, "val_images": 32},
+                  "cache_crops": 4, "train_images": 128, "val_images": 128},
     "voc": {"steps": 1000, "batch_size": 8, "lr": 1e-3, "crop": (256, 256), "cache_crops": 2,
             "train_images": 500, "val_images": None},
     "cityscapes": {"steps": 1000, "batch_size": 8, "lr": 1e-3, "crop": (256, 512),

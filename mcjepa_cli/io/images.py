@@ -40,6 +40,8 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # force the decode so truncated files fail here, not later
+    except Image.DecompressionBombError as e:
+        raise UserError(path, f"image too large to decode safely ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(path, f"cannot decode image ({e.__class__.__name__}: {e})") from None
     return img

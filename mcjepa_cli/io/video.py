@@ -324,6 +324,8 @@ def video_info(source: FrameSource, exact_count: bool = False) -> VideoInfo:
                 n = int(getattr(img, "n_frames", 1))
                 duration_ms = img.info.get("duration")
                 w, h = img.size
+        except Image.DecompressionBombError as e:
+            raise UserError(path, f"image too large to decode safely ({e})") from None
         except (OSError, ValueError, SyntaxError) as e:
             raise _decode_error(path, e, "cannot open gif") from None
         fps = 1000.0 / duration_ms if duration_ms else None

@@ -10,6 +10,13 @@ from mcjepa_cli.models.config import FlowHeadConfig
 from mcjepa_cli.models.layers import cost_volume, resize_flow, warp
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is laid out channels-last (and not also plain contiguous)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class FlowDecoder(nn.Module):
     """Reads [cost volume, projected first-frame features, upsampled flow] -> residual flow.
 
@@ -71,7 +78,9 @@ class FlowHead(nn.Module):
             f2 = self.proj[k](p2[li])
             b, _, h, w = f1.shape
             if flow is None:
-                up = f1.new_zeros(b, 2, h, w)
+                # zeros in f1's memory format, so that the decoder input stays channels-last
+                # when the model runs channels-last (torch.cat falls back to NCHW on a mix)
+                up = f1.new_zeros(b, 2, h, w).contiguous(memory_format=_memory_format(f1))
             else:
                 up = resize_flow(flow, (h, w), align_corners=ac)
             f2w = warp(f2, up, align_corners=ac) if flow is not None else f2

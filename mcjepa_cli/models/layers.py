@@ -55,8 +55,12 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int], *, align_corners: boo
     if (h, w) == (h0, w0):
         return flow
     out = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=align_corners)
-    scale = torch.tensor([w / w0, h / h0], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
-    return out * scale
+    # in place with Python scalars (interpolate's backward does not need its output): no
+    # host-built scale tensor (a host-to-device copy, i.e. a CUDA sync) and the memory format
+    # of ``flow`` is kept
+    out[:, 0].mul_(w / w0)
+    out[:, 1].mul_(h / h0)
+    return out
 
 
 def _tile_width(w: int, radius: int) -> int:

@@ -28,11 +28,15 @@ class PreparedFrame:
     pad: tuple[int, int, int, int]  # (left, right, top, bottom)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Replicate-pad (B, C, H, W) so both sides are multiples of ``multiple`` (split evenly)."""
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, min_side: int = 1
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Replicate-pad (B, C, H, W) so both sides are multiples of ``multiple`` (split evenly)
+    and at least ``min_side`` (rounded up to the multiple)."""
     h, w = x.shape[-2:]
-    ph = (-h) % multiple
-    pw = (-w) % multiple
+    floor = -(-min_side // multiple) * multiple
+    ph = max((-h) % multiple, floor - h)
+    pw = max((-w) % multiple, floor - w)
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     if ph == 0 and pw == 0:
         return x, pad
@@ -95,9 +99,12 @@ class MCJEPA(nn.Module):
         return resize_flow(flow, size, align_corners=self.cfg.flow_head.align_corners)
 
     def prepare_frame(self, img: torch.Tensor) -> PreparedFrame:
-        """Pad ``img`` to the coarsest stride and compute its pyramid once."""
+        """Pad ``img`` to the coarsest stride and compute its pyramid once.
+
+        Frames smaller than the coarsest encoder level (64 px) are padded up to it, so that
+        every level has at least one cell."""
         h, w = img.shape[-2:]
-        x, pad = pad_to_multiple(img, self.pad_multiple)
+        x, pad = pad_to_multiple(img, self.pad_multiple, max(self.feature_strides))
         return PreparedFrame(self.encoder(x), (h, w), tuple(x.shape[-2:]), pad)
 
     def flow_between(self, p1: PreparedFrame, p2: PreparedFrame) -> torch.Tensor:

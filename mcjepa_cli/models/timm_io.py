@@ -49,12 +49,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for bad headers
-            raise UserError(path, f"not a readable safetensors file ({e.__class__.__name__})") from None
+            raise UserError(
+                path, f"not a readable safetensors file ({e.__class__.__name__})"
+            ) from None
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refusals and corrupt files alike
-        raise UserError(path, f"not a readable weights file with weights_only loading "
-                        f"({e.__class__.__name__})") from None
+        raise UserError(
+            path, f"not a readable weights file with weights_only loading ({e.__class__.__name__})"
+        ) from None
     for key in ("state_dict", "model", "model_ema"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -72,8 +75,11 @@ def load_timm_encoder_weights(model, path: str | Path) -> None:
         raise UserError(path, "not a timm ConvNeXt state dict (no 'stem.0.weight')")
     enc = model.encoder
     if tuple(sd["stem.0.weight"].shape) != (enc.stem_b.out_channels, 3, 4, 4):
-        raise UserError(path, f"stem shape {tuple(sd['stem.0.weight'].shape)} does not match "
-                        f"{enc.arch} (expected ({enc.stem_b.out_channels}, 3, 4, 4))")
+        raise UserError(
+            path,
+            f"stem shape {tuple(sd['stem.0.weight'].shape)} does not match "
+            f"{enc.arch} (expected ({enc.stem_b.out_channels}, 3, 4, 4))",
+        )
     ours = factorise_stem(sd["stem.0.weight"], sd["stem.0.bias"], enc.stem_a.out_channels)
     for k in ("weight", "bias"):
         ours[f"stem_norm.{k}"] = sd[f"stem.1.{k}"]
@@ -87,4 +93,7 @@ def load_timm_encoder_weights(model, path: str | Path) -> None:
         raise UserError(path, f"weights do not fit {enc.arch}: {first[:200]}") from None
     missing = [k for k in missing if not k.startswith("extra.")]
     if missing or unexpected:
-        raise UserError(path, f"weights do not fit {enc.arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise UserError(
+            path,
+            f"weights do not fit {enc.arch}: missing {missing[:3]}, unexpected {unexpected[:3]}",
+        )
