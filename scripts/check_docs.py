@@ -7,8 +7,9 @@ What is checked, in every fenced ```bash block of ``docs/*.md`` and ``README.md`
   joined) is **run**, in-process, in page order, inside a sandbox folder of its own page;
 * each ``torchrun`` / ``srun ... torchrun`` line is **parsed**: the launcher flags with
   torchrun's own parser, the mcjepa part with the CLI's parser, and a pretrain recipe is
-  resolved with its overrides (``--full`` also runs single-node lines with 2 CPU processes and
-  multi-node lines as 2 local "nodes" x 1 process);
+  resolved with its overrides; with ``seen_shapes`` (the test suite) the first single-node line
+  also **runs** with 2 CPU processes and the first multi-node line as 2 local "nodes" x 1
+  process (gloo), later ones of the same kind are parsed; ``--full`` runs every one;
 * on a page that holds ``<!-- docs-check: python -->``, the ```python blocks run too, in
   order, sharing one namespace (a block holding ``# docs-check: skip`` is listed, not run);
 * a line ending in ``# docs-check: skip (reason)`` is listed, not run.
@@ -926,6 +927,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launcher_nodes(torch_args: list[str]) -> int:
+    """The largest node count a torchrun command line asks for (``--nnodes 2`` or ``1:4``)."""
+    from torch.distributed.run import get_args_parser
+
+    ns = get_args_parser().parse_args([*torch_args, "-m", "mcjepa_cli"])
+    return int(str(ns.nnodes).split(":")[-1])
+
+
 def run_launcher(sandbox: Sandbox, cmd: DocCommand) -> tuple[int, str]:
     """Run a torchrun line for real on CPU: 2 processes, or 2 local 'nodes' x 1 process
     (paths mapped into the sandbox and the cheap overrides appended, as for ``mcjepa`` lines)."""
@@ -1088,7 +1097,8 @@ def check_page(
         sandbox: where the commands run.
         full: also run torchrun lines (2 CPU processes / 2 local nodes).
         seen_shapes: when given, a ``mcjepa`` line whose ``line_shape`` ran before (recorded
-            here, across pages) is only parsed, not run again; None runs every line.
+            here, across pages) is only parsed, not run again; None runs every line. The first
+            single-node and the first multi-node torchrun line are run even without ``full``.
     """
     outcomes = []
     namespace: dict[str, object] = {"__name__": "__docs__"}  # shared by the page's python blocks
@@ -1127,11 +1137,20 @@ def check_page(
             except Exception as e:  # any parse or recipe error is a docs error
                 outcomes.append(Outcome(cmd, "fail", f"{type(e).__name__}: {e}"))
                 continue
-            if full:
+            topology = ("launcher", "multi-node" if launcher_nodes(torch_args) > 1 else "one node")
+            first_of_kind = seen_shapes is not None and topology not in seen_shapes
+            if full or first_of_kind:
                 code, text = run_launcher(sandbox, cmd)
                 status = "ok" if code == 0 else "fail"
+                if code == 0 and seen_shapes is not None:
+                    seen_shapes[topology] = f"{cmd.path.name}:{cmd.line}"
                 outcomes.append(
                     Outcome(cmd, status, text[-3000:] if code else "", time.time() - t0)
+                )
+            elif seen_shapes is not None:
+                outcomes.append(
+                    Outcome(cmd, "parsed", f"launcher flags parse; {topology[1]} launch ran at "
+                            f"{seen_shapes[topology]}")
                 )
             else:
                 outcomes.append(Outcome(cmd, "parsed", "launcher flags and mcjepa arguments parse"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,9 @@ from hypothesis import strategies as st
 from mcjepa_cli.errors import UserError
 
 EXAMPLES = 250  # per fuzz test; 10 tests -> 2,500 examples
+# The same examples every run, so that CI is reproducible; MCJEPA_FUZZ_RANDOM=1 draws new ones.
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                derandomize=os.environ.get("MCJEPA_FUZZ_RANDOM") != "1",
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 

@@ -32,9 +32,18 @@ class FlowHeadConfig:
     # Features are projected (1x1 conv) to this many channels before the cost volume.
     proj_channels: int = 32
     radius: int = 4  # cost-volume search radius: (2r+1)^2 = 81 channels
+    # Standardise each projected feature vector over its channels (zero mean, unit variance,
+    # no affine) before the cost volume, so every correlation is a Pearson coefficient in
+    # [-1, 1]: without it the raw dot products of young features are ~100x smaller than the
+    # decoder's other inputs and flow barely starts to learn.
+    normalize_features: bool = True
     # Widths of the residual-flow decoder's 3x3 convs (LayerNorm + LeakyReLU after each).
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 32])
     share_decoder: bool = True  # one decoder for every level (inputs are projected to one width)
+    # Decoder outputs (and the flow it reads back) are in units of this many input pixels at
+    # every level: a level-pixel output would move the stride-32 level's flow 8x further per
+    # optimiser step than the stride-4 level's, and a shared decoder could not learn both.
+    flow_unit: float = 4.0
     max_flow: float = 128.0  # flow clipped to +-max_flow px at input resolution (paper)
     align_corners: bool = False  # passed explicitly to every grid_sample / interpolate
 

@@ -17,6 +17,13 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each (B, C, h, w) feature vector to zero mean and unit variance over its C channels."""
+    mean = x.mean(dim=1, keepdim=True)
+    var = x.var(dim=1, keepdim=True, unbiased=False)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
 class FlowDecoder(nn.Module):
     """Reads [cost volume, projected first-frame features, upsampled flow] -> residual flow.
 
@@ -76,6 +83,8 @@ class FlowHead(nn.Module):
         for k, (li, stride) in enumerate(zip(self.level_index, self.strides)):
             f1 = self.proj[k](p1[li])  # (B, P, h, w)
             f2 = self.proj[k](p2[li])
+            if self.cfg.normalize_features:
+                f1, f2 = _standardise(f1), _standardise(f2)
             b, _, h, w = f1.shape
             if flow is None:
                 # zeros in f1's memory format, so that the decoder input stays channels-last
@@ -86,7 +95,10 @@ class FlowHead(nn.Module):
             f2w = warp(f2, up, align_corners=ac) if flow is not None else f2
             corr = cost_volume(f1, f2w, self.cfg.radius)  # (B, (2r+1)^2, h, w)
             dec = self.decoders[0 if self.cfg.share_decoder else k]
-            flow = up + dec(torch.cat((corr, f1, up), dim=1))
+            # the decoder reads and writes flow in units of ``flow_unit`` input pixels, the same at
+            # every level; the pyramid keeps each level's flow in that level's pixels
+            to_unit = stride / self.cfg.flow_unit
+            flow = up + dec(torch.cat((corr, f1, up * to_unit), dim=1)) / to_unit
             lim = self.cfg.max_flow / stride  # +-max_flow px at input resolution
             flow = flow.clamp(-lim, lim)
             flows.append(flow)
