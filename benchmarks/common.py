@@ -217,13 +217,14 @@ def run_probe(ctx: BenchContext, module: str, func: str, kwargs: dict[str, Any],
     In a fresh Python process (``ctx.memory == "subprocess"``) or, for quick smoke runs, in
     this one. The function returns a dict that includes a ``peak_memory`` result.
     """
+    key = f"probe:{ctx.memory}:{module}.{func}:{json.dumps(kwargs, sort_keys=True)}"
+    if key in ctx.cache:  # the same probe twice in one run (figures 2 and 5 share shapes): measure once
+        return ctx.cache[key]
     if ctx.memory == "inline":
         import importlib
 
-        key = f"probe:{module}.{func}:{json.dumps(kwargs, sort_keys=True)}"
-        if key not in ctx.cache:  # the same probe twice in one quick run: measure once
-            mod = importlib.import_module(f"benchmarks.{module}")
-            ctx.cache[key] = dict(getattr(mod, func)(ctx, **kwargs), process="inline")
+        mod = importlib.import_module(f"benchmarks.{module}")
+        ctx.cache[key] = dict(getattr(mod, func)(ctx, **kwargs), process="inline")
         return ctx.cache[key]
     payload = json.dumps({"module": module, "func": func, "kwargs": kwargs,
                           "options": ctx.probe_options(), "threads": torch.get_num_threads()})
@@ -235,6 +236,7 @@ def run_probe(ctx: BenchContext, module: str, func: str, kwargs: dict[str, Any],
         if line.startswith(PROBE_MARK):
             out = json.loads(line[len(PROBE_MARK):])
             out["process"] = "subprocess"
+            ctx.cache[key] = out
             return out
     tail = (proc.stderr or proc.stdout)[-2000:]
     raise RuntimeError(f"memory probe {module}.{func}({kwargs}) failed (exit {proc.returncode}):\n{tail}")
@@ -271,7 +273,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "nice": os.nice(0) if hasattr(os, "nice") else None,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -286,6 +288,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             "mcjepa": _version("mcjepa") or _version("mcjepa-cli"),
         },
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "git": _git_state(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -293,6 +296,19 @@ def environment(device: torch.device) -> dict[str, Any]:
                        "capability": f"{props.major}.{props.minor}",
                        "bf16": torch.cuda.is_bf16_supported()}
     return env
+
+
+def _git_state() -> dict[str, Any] | None:
+    """Commit of the measured working tree and whether it had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):  # not a checkout, or no git
+        return None
+    files = sorted(line[3:] for line in changed if line.strip())
+    return {"commit": commit, "dirty": bool(files), "modified": files}
 
 
 def now_iso() -> str:

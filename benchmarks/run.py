@@ -1,8 +1,8 @@
-"""The benchmark suite's entry point: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
+"""Throughput and memory benchmarks of mcjepa: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
 
 Runs the figures in order (or ``--only NAME``), prints a rich table of every comparison with
 its target, and writes all measurements, options and the machine description to a JSON file
-(atomically).
+(atomically). docs/benchmarks.md describes every figure and its shapes.
 """
 
 from __future__ import annotations
@@ -28,11 +28,39 @@ FIGURES = ("flow_inference", "pretrain_step", "cost_volume", "data", "memory", "
 DEFAULT_OUTPUT = "benchmarks/results/benchmarks-{device}.json"
 
 
+EPILOG = """\
+modes:
+  full (default, or --full)  the sizes of docs/benchmarks.md: flow at 448x1024 vs RAFT,
+                             ConvNeXt-T and quickstart training steps, cost volume at the
+                             paper's pyramid shapes; 3 timed repeats after 1 warm-up; peak
+                             memory in a fresh process per figure. About 10-20 minutes on
+                             2 CPU cores; a minute or two on a GPU.
+  quick (--quick)            smoke test: tiny models and sizes, 1 repeat, no warm-up,
+                             memory measured in this process. Seconds; its figures are
+                             not meaningful.
+
+A shared CPU: run under `nice` and pass --threads 1 (OpenMP threads that wait for a
+descheduled sibling make every figure noisy); ratios are timed side by side (interleaved
+repeats), so load hits both sides of a comparison alike. The load average is recorded.
+
+examples:
+  python -m benchmarks --quick
+  python -m benchmarks --device cpu --threads 1
+  python -m benchmarks --only flow_inference,video --repeats 5
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and models, one repeat, memory measured in-process (smoke test)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="quick mode: tiny sizes and models, one repeat, memory measured in-process "
+                           "(smoke test)")
+    mode.add_argument("--full", action="store_false", dest="quick",
+                      help="full mode (the default): the documented sizes, 3 repeats after 1 warm-up, "
+                           "memory in a fresh process per figure")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only this figure (repeatable or comma-separated): {', '.join(FIGURES)}")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 3; 1 with --quick)")
@@ -97,10 +125,18 @@ def render(results: dict[str, Any]) -> None:
 
     console = Console()
     env = results["environment"]
-    console.print(f"[bold]mcjepa benchmarks[/bold]  {env['device_name']} ({env['device']}), "
-                  f"{env['torch_threads']} threads, torch {env['versions']['torch']}, "
-                  f"load {env['load_average']}, repeats {results['options']['repeats']}"
-                  f"{'  [QUICK]' if results['options']['quick'] else ''}")
+    opts = results["options"]
+    git = env.get("git") or {}
+    console.print(f"[bold]mcjepa benchmarks[/bold] {results['created']}  {env['device_name']} "
+                  f"({env['device']}, {env['cpu_count']} CPUs), {env['torch_threads']} threads, "
+                  f"torch {env['versions']['torch']}, torchvision {env['versions']['torchvision']}, "
+                  f"timm {env['versions']['timm']}, git {git.get('commit', '?')}"
+                  f"{' (dirty)' if git.get('dirty') else ''}")
+    console.print(f"load average {env['load_average']} at start, {env.get('load_average_end')} at end; "
+                  f"repeats {opts['repeats']} after {opts['warmup']} warm-up; {opts['precision']}; "
+                  f"memory probes: {opts['memory']}"
+                  f"{'; wall %.0f s' % results['wall_s'] if 'wall_s' in results else ' (stopped early)'}"
+                  f"{'  [QUICK: not meaningful]' if opts['quick'] else ''}")
     summary = Table(title="Targets", show_lines=False)
     for col in ("figure", "comparison", "ratio", "target", "met"):
         summary.add_column(col, justify="right" if col in ("ratio", "target") else "left")
@@ -108,7 +144,7 @@ def render(results: dict[str, Any]) -> None:
         if "error" in fig:
             summary.add_row(name, f"[red]failed: {fig['error'].splitlines()[-1][:80]}[/red]", "", "", "")
             continue
-        detail = Table(title=fig["title"])
+        detail = Table(title=fig["title"], caption=_caption(fig))
         detail.add_column("case")
         detail.add_column("median", justify="right")
         detail.add_column("min", justify="right")
@@ -127,6 +163,14 @@ def render(results: dict[str, Any]) -> None:
         for r in fig.get("ratios", []):
             summary.add_row(name, r["name"], *_fmt_ratio(r))
     console.print(summary)
+
+
+def _caption(fig: dict[str, Any]) -> str:
+    """The figure's setup (batch sizes, resolutions, options) on one or two lines."""
+    parts = [f"{k}={v}" for k, v in fig.get("setup", {}).items()
+             if isinstance(v, (int, float, str, list, dict)) and len(str(v)) < 120]
+    load = fig.get("load_average", {}).get("start")
+    return "; ".join(parts) + (f"; load {load[0]:.1f}" if load else "")
 
 
 def _row_lines(table, name: str, row: dict[str, Any]) -> None:
@@ -170,7 +214,8 @@ def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
     }
     for name in names:
         t0 = time.time()
-        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        load = _load_average()
+        print(f"[benchmarks] {name} (load {load}) ...", file=sys.stderr, flush=True)
         try:
             fig = importlib.import_module(f"benchmarks.{name}").run(ctx)
         except Exception as e:  # one failed figure must not lose the others' numbers
@@ -178,12 +223,18 @@ def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
                 raise
             fig = {"name": name, "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"}
         fig["wall_s"] = time.time() - t0
+        fig["load_average"] = {"start": load, "end": _load_average()}
         results["figures"][name] = fig
         if output is not None:
             _write(output, to_jsonable(results))
     results["wall_s"] = time.time() - started
-    results["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["environment"]["load_average_end"] = _load_average()
     return to_jsonable(results)
+
+
+def _load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages (None where the platform has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _write(path: Path, results: dict[str, Any]) -> None:

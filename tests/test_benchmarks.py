@@ -7,6 +7,7 @@ No timing is asserted: figures on a shared machine are noise at these sizes.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -54,18 +55,27 @@ def test_quick_suite_writes_complete_json(quick_results):
     assert doc["schema"] == SCHEMA
     assert not list(path.parent.glob(f".{path.name}.tmp-*")), "temporary file left behind"
     env = doc["environment"]
-    for key in ("host", "cpu", "cpu_count", "torch_threads", "device", "load_average"):
+    for key in ("host", "cpu", "cpu_count", "torch_threads", "device", "load_average", "load_average_end"):
         assert key in env
+    assert env["torch_threads"] == 1
     assert env["versions"]["torch"] == torch.__version__
+    assert env["versions"]["torchvision"] and env["versions"]["timm"]
+    assert env["git"] is None or len(env["git"]["commit"]) >= 7
     assert doc["options"]["quick"] is True and doc["options"]["device"] == "cpu"
+    assert doc["wall_s"] > 0
     assert set(doc["figures"]) == FIGURES
     for name, fig in doc["figures"].items():
         assert "error" not in fig, fig.get("error")
         assert fig["name"] == name and fig["title"] and fig["wall_s"] >= 0
+        assert fig["load_average"]["start"] is None or len(fig["load_average"]["start"]) == 3
         for r in fig["ratios"]:
-            assert r["value"] is None or r["value"] >= 0
+            assert r["name"] and math.isfinite(r["value"]) and r["value"] >= 0, r
             if r.get("target") is not None:
                 assert isinstance(r["met"], bool)
+    # every figure with a target in the issue reports it
+    targets = {(n, r["target"]) for n, f in doc["figures"].items() for r in f["ratios"] if r.get("target")}
+    assert targets == {("flow_inference", 1.0), ("flow_inference", 0.25), ("pretrain_step", 1.5),
+                       ("cost_volume", 1.0), ("cost_volume", 0.25), ("data", 3.0), ("video", 0.6)}
 
 
 def test_quick_figures_hold_their_measurements(quick_results):
@@ -92,6 +102,35 @@ def test_quick_figures_hold_their_measurements(quick_results):
     assert figs["memory"]["rows"][0]["peak_mb"] > 0
     video = figs["video"]
     assert video["setup"]["flows"] == video["setup"]["frames"] - 1 >= 1
+    assert [e["key"] for e in video["entries"]] == ["reuse", "scratch", "steady_reuse", "steady_scratch"]
+    steady = {e["key"]: e["median_s"] for e in video["entries"]}
+    assert video["ratios"][0]["ratio_of_medians"] == pytest.approx(
+        steady["steady_reuse"] / steady["steady_scratch"])
+
+
+def test_help_documents_quick_and_full_modes(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_run.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--quick", "--full", "full (default", "quick (--quick)", "--threads", "--only"):
+        assert word in text
+    assert bench_run.build_parser().parse_args(["--full"]).quick is False
+    with pytest.raises(SystemExit):
+        bench_run.build_parser().parse_args(["--quick", "--full"])
+
+
+def test_full_mode_uses_the_documented_shapes():
+    """What the full run measures (not run here): the sizes docs/benchmarks.md states."""
+    from benchmarks import cost_volume, flow_inference, pretrain_step, video
+
+    ctx = BenchContext(device=torch.device("cpu"))
+    assert flow_inference.SIZE == (448, 1024) and flow_inference.RAFT == {"raft_small": 12, "raft_large": 32}
+    assert cost_volume.level_shapes(ctx) == [(64, 2, 64, 7, 16), (32, 2, 64, 14, 32), (16, 2, 64, 28, 64),
+                                             (8, 2, 64, 56, 128), (4, 2, 64, 112, 256)]
+    tiny = pretrain_step.shapes(ctx)["mcjepa_convnext_tiny"]
+    assert (tiny.pairs, tiny.flow_size, tiny.images, tiny.image_size) == (2, (256, 320), 8, 128)
+    assert video.FRAMES == 8
 
 
 def test_only_selects_figures_and_rejects_unknown_names():

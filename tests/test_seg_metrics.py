@@ -66,6 +66,68 @@ def test_miou_matches_independent_loops(seed):
     assert math.isnan(s.iou[6]) and s.iou[5] == 0.0
 
 
+def mmseg_style_scores(preds, gts, num_classes, ignore=255):
+    """Second reference, written like mmseg's ``intersect_and_union``: per image, drop the
+    ignored pixels, histogram (``np.bincount``) the agreeing predictions, the predictions and the
+    labels, and sum the areas over the split. It shares no code with ``confusion_matrix``."""
+    area_i = np.zeros(num_classes, dtype=np.int64)
+    area_p = np.zeros(num_classes, dtype=np.int64)
+    area_l = np.zeros(num_classes, dtype=np.int64)
+    for pred, gt in zip(preds, gts, strict=True):
+        keep = gt != ignore
+        p, g = pred[keep].ravel(), gt[keep].ravel()
+        area_i += np.bincount(p[p == g], minlength=num_classes)[:num_classes]
+        area_p += np.bincount(p, minlength=num_classes)[:num_classes]
+        area_l += np.bincount(g, minlength=num_classes)[:num_classes]
+    union = area_p + area_l - area_i
+    iou = np.full(num_classes, np.nan)
+    iou[union > 0] = area_i[union > 0] / union[union > 0]
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)  # rows: ground truth
+    for pred, gt in zip(preds, gts, strict=True):
+        keep = gt != ignore
+        np.add.at(conf, (gt[keep], pred[keep]), 1)
+    return float(np.nanmean(iou)), area_i.sum() / area_l.sum(), iou, conf
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5, 6])
+def test_miou_matches_mmseg_style_bincount(seed):
+    """Random label maps of different sizes with ignore pixels everywhere (including where the
+    prediction is some class), a class only in the ground truth (never predicted, IoU 0), a class
+    only predicted (IoU 0), a class in neither (left out of the mean) and one image that is
+    entirely ignored."""
+    rng = np.random.default_rng(seed)
+    num_classes = 9
+    only_gt, only_pred, absent = 6, 7, 8
+    preds, gts = [], []
+    meter = ConfusionMeter(num_classes)
+    for k in range(5):
+        h, w = rng.integers(3, 40, size=2)
+        gt = rng.integers(0, 7, size=(h, w))  # 0..6: class 6 only ever in the ground truth
+        pred = rng.choice([0, 1, 2, 3, 4, 5, 7], size=(h, w))  # 7 only ever predicted
+        agree = rng.random((h, w)) < 0.6
+        pred[agree & (gt != only_gt)] = gt[agree & (gt != only_gt)]
+        gt[rng.random((h, w)) < 0.25] = 255
+        if k == 2:
+            gt[:] = 255  # an image with nothing labelled adds nothing
+        preds.append(pred)
+        gts.append(gt)
+        meter.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    ref_miou, ref_acc, ref_iou, ref_conf = mmseg_style_scores(preds, gts, num_classes)
+    s = meter.scores()
+    assert np.array_equal(meter.matrix.numpy(), ref_conf)
+    assert s.miou == pytest.approx(ref_miou, abs=1e-12)
+    assert s.pixel_acc == pytest.approx(ref_acc, abs=1e-12)
+    assert np.array_equal(np.isnan(s.iou), np.isnan(ref_iou))
+    assert np.allclose(s.iou[~np.isnan(ref_iou)], ref_iou[~np.isnan(ref_iou)], rtol=0, atol=1e-12)
+    assert s.iou[only_gt] == 0.0 and s.iou[only_pred] == 0.0 and math.isnan(s.iou[absent])
+    # the absent class does not enter the mean; the two zero-IoU classes do
+    present = [v for c, v in enumerate(s.iou) if c != absent]
+    assert s.miou == pytest.approx(sum(present) / (num_classes - 1), abs=1e-12)
+    # the same numbers from the matrix alone (the function segment_eval reports with)
+    again = scores_from_confusion(ref_conf)
+    assert again.miou == pytest.approx(ref_miou, abs=1e-12)
+
+
 def test_split_accumulation_is_not_per_image_average():
     # image 1: class 0 perfect (1 px); image 2: class 0 mostly wrong (large). Pooled IoU differs
     # from the mean of per-image IoUs.

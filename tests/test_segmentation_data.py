@@ -62,6 +62,8 @@ def save_image(path: Path, h: int, w: int, seed: int = 0) -> None:
 @pytest.mark.shared_data
 def test_real_voc_images_load_with_palette_labels(shared_data, tmp_path):
     root = shared_data / "voc2012" / "VOC2012"
+    if not (root / "SegmentationClass").is_dir():
+        pytest.skip(f"{root} is not present (two real VOC 2012 images); skipped")
     splits = build_seg_splits("voc", root, "val")
     # no ImageSets in the sample: both splits fall back to SegmentationClass/, with notes
     assert len(splits.notes) == 2 and all("not found" in n for n in splits.notes)
