@@ -141,3 +141,27 @@ def test_cost_volume_gradients_match_autograd_reference():
     g_ref = torch.autograd.grad((cost_volume_naive(f1, f2, 2) * w).sum(), (f1, f2))
     for a, b in zip(g_ours, g_ref):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_decoder_norm_choice():
+    """``decoder_norm: none`` builds a decoder without LayerNorm that still estimates flow;
+    an unknown value is refused by the model and by recipe validation (naming the key)."""
+    from timm.layers import LayerNorm2d
+
+    from mcjepa_cli.config import load_recipe, validate_recipe
+    from mcjepa_cli.errors import UserError
+
+    cfg = _tiny_cfg()
+    cfg.flow_head.decoder_norm = "none"
+    model = build_model(cfg).eval()
+    assert not any(isinstance(mod, LayerNorm2d) for mod in model.flow_head.modules())
+    with torch.no_grad():
+        flow = model.estimate_flow(torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96))
+    assert flow.shape == (1, 2, 64, 96) and torch.isfinite(flow).all()
+    cfg.flow_head.decoder_norm = "batchnorm"
+    with pytest.raises(ValueError, match="decoder_norm"):
+        build_model(cfg)
+    recipe = load_recipe("quickstart")
+    recipe.model.flow_head.decoder_norm = "batchnorm"
+    with pytest.raises(UserError, match="decoder_norm"):
+        validate_recipe(recipe)

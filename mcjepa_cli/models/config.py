@@ -39,6 +39,10 @@ class FlowHeadConfig:
     normalize_features: bool = True
     # Widths of the residual-flow decoder's 3x3 convs (LayerNorm + LeakyReLU after each).
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 32])
+    # Normalisation after each decoder conv: "layernorm" (per position, over channels) or
+    # "none". Measured on CPU: with per-position LayerNorm the decoder needs far longer to learn
+    # to read the cost volume (even under supervision) than without.
+    decoder_norm: str = "layernorm"
     share_decoder: bool = True  # one decoder for every level (inputs are projected to one width)
     # Decoder outputs (and the flow it reads back) are in units of this many input pixels at
     # every level: a level-pixel output would move the stride-32 level's flow 8x further per

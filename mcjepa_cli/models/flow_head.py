@@ -30,12 +30,15 @@ class FlowDecoder(nn.Module):
     LayerNorm after every conv but the last (the paper found training collapses without it).
     """
 
-    def __init__(self, in_channels: int, widths: list[int]) -> None:
+    def __init__(self, in_channels: int, widths: list[int], norm: str = "layernorm") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
         for wdt in widths:
-            layers += [nn.Conv2d(c, wdt, 3, padding=1), LayerNorm2d(wdt), nn.LeakyReLU(0.1)]
+            layers.append(nn.Conv2d(c, wdt, 3, padding=1))
+            if norm == "layernorm":
+                layers.append(LayerNorm2d(wdt))
+            layers.append(nn.LeakyReLU(0.1))
             c = wdt
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(c, 2, 3, padding=1)
@@ -58,6 +61,8 @@ class FlowHead(nn.Module):
                  encoder_strides: tuple[int, ...]) -> None:
         super().__init__()
         strides = list(cfg.strides)
+        if cfg.decoder_norm not in ("layernorm", "none"):
+            raise ValueError(f"model.flow_head.decoder_norm must be 'layernorm' or 'none', got {cfg.decoder_norm!r}")
         if sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
             raise ValueError(f"model.flow_head.strides must be strictly decreasing, got {strides}")
         for s in strides:
@@ -74,7 +79,7 @@ class FlowHead(nn.Module):
         )
         in_ch = (2 * cfg.radius + 1) ** 2 + p + 2
         n_dec = 1 if cfg.share_decoder else len(strides)
-        self.decoders = nn.ModuleList(FlowDecoder(in_ch, list(cfg.decoder_channels)) for _ in range(n_dec))
+        self.decoders = nn.ModuleList(FlowDecoder(in_ch, list(cfg.decoder_channels), cfg.decoder_norm) for _ in range(n_dec))
 
     def forward(self, p1: list[torch.Tensor], p2: list[torch.Tensor]) -> list[torch.Tensor]:
         ac = self.cfg.align_corners
