@@ -938,15 +938,12 @@ def launcher_nodes(torch_args: list[str]) -> int:
 def run_launcher(sandbox: Sandbox, cmd: DocCommand) -> tuple[int, str]:
     """Run a torchrun line for real on CPU: 2 processes, or 2 local 'nodes' x 1 process
     (paths mapped into the sandbox and the cheap overrides appended, as for ``mcjepa`` lines)."""
-    from torch.distributed.run import get_args_parser
-
     torch_args, mc_args = launcher_parts(cmd.text, cmd.env)
-    ns = get_args_parser().parse_args([*torch_args, "-m", "mcjepa_cli"])
-    nodes = str(ns.nnodes).split(":")[-1]
+    nodes = launcher_nodes(torch_args)
     mc = prepare(sandbox, mc_args)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **sandbox.env)
     base = [sys.executable, "-m", "torch.distributed.run"]
-    if int(nodes) <= 1:
+    if nodes <= 1:
         cmds = [[*base, "--standalone", "--nproc_per_node", "2", "-m", "mcjepa_cli", *mc]]
     else:
         port = _free_port()

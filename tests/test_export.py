@@ -155,6 +155,12 @@ def test_export_user_errors_are_one_line(quickstart_checkpoint, tmp_path):
     assert ".pt2" in r.output
 
 
+def _pretrain_quickstart(output, *overrides: str):
+    """``mcjepa pretrain quickstart`` with the tiny test overrides plus ``overrides``."""
+    args = ["pretrain", "quickstart", *tiny_args(*overrides), "--output", str(output)]
+    return runner.invoke(app, [*args, "--no-progress"])
+
+
 def test_pretraining_starts_from_local_timm_weights(tmp_path, monkeypatch):
     """A random timm convnext_atto, saved as a timm state dict, initialises the encoder exactly."""
     import timm
@@ -168,16 +174,8 @@ def test_pretraining_starts_from_local_timm_weights(tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     # lr_encoder = 0: the encoder stays at its initialisation, the other parts still train
-    r = runner.invoke(
-        app,
-        [
-            "pretrain",
-            "quickstart",
-            *tiny_args("schedule.total=1", "optim.lr_encoder=0", f"model.encoder.init={weights}"),
-            "--output",
-            str(run),
-            "--no-progress",
-        ],
+    r = _pretrain_quickstart(
+        run, "schedule.total=1", "optim.lr_encoder=0", f"model.encoder.init={weights}"
     )
     assert r.exit_code == 0, r.output
     model, recipe = load_model(run)
@@ -206,16 +204,6 @@ def test_timm_init_rejects_other_architectures(tmp_path, monkeypatch):
     weights = tmp_path / "femto.pth"
     torch.save(net.state_dict(), weights)
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(
-        app,
-        [
-            "pretrain",
-            "quickstart",
-            *tiny_args(f"model.encoder.init={weights}"),
-            "--output",
-            str(tmp_path / "run"),
-            "--no-progress",
-        ],
-    )
+    r = _pretrain_quickstart(tmp_path / "run", f"model.encoder.init={weights}")
     _one_error_line(r)
     assert str(weights) in r.output
