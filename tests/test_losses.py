@@ -47,6 +47,31 @@ def test_vicreg_hand_computed_variance_case():
     assert out["loss"].item() == pytest.approx(inv + 2 * (hx + hy) / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("n,d", [(6, 40), (40, 6), (3, 3), (4, 2048)])
+def test_covariance_term_matches_numpy_cov_and_explicit_gradient(n, d):
+    """The (N, N) Gram path (N < D) and the (D, D) path both equal numpy's covariance."""
+    import numpy as np
+
+    from mcjepa_cli.losses.vicreg import covariance_term
+
+    g = torch.Generator().manual_seed(n * 1000 + d)
+    x = (torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, d,
+                                                                               dtype=torch.float64))
+    c = np.cov(x.numpy(), rowvar=False)  # unbiased, (D, D)
+    expected = (np.square(c).sum() - np.square(np.diag(c)).sum()) / d
+    x.requires_grad_(True)
+    got = covariance_term(x)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+    # gradient against autograd through the explicit (D, D) covariance
+    (grad,) = torch.autograd.grad(got, x)
+    xr = x.detach().clone().requires_grad_(True)
+    xc = xr - xr.mean(0)
+    cov = xc.T @ xc / (n - 1)
+    ref = (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+    (grad_ref,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
+
+
 def test_vicreg_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         vicreg_loss(torch.zeros(4, 3), torch.zeros(4, 2))
