@@ -273,7 +273,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "nice": os.nice(0) if hasattr(os, "nice") else None,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
@@ -309,6 +309,11 @@ def _git_state() -> dict[str, Any] | None:
         return None
     files = sorted(line[3:] for line in changed if line.strip())
     return {"commit": commit, "dirty": bool(files), "modified": files}
+
+
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages (None where the platform has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def now_iso() -> str:

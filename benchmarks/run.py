@@ -22,7 +22,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from benchmarks.common import SCHEMA, BenchContext, environment, now_iso, to_jsonable  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SCHEMA, BenchContext, environment, load_average, now_iso, to_jsonable,
+)
 
 FIGURES = ("flow_inference", "pretrain_step", "cost_volume", "data", "memory", "video")
 DEFAULT_OUTPUT = "benchmarks/results/benchmarks-{device}.json"
@@ -214,7 +216,7 @@ def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
     }
     for name in names:
         t0 = time.time()
-        load = _load_average()
+        load = load_average()
         print(f"[benchmarks] {name} (load {load}) ...", file=sys.stderr, flush=True)
         try:
             fig = importlib.import_module(f"benchmarks.{name}").run(ctx)
@@ -223,18 +225,13 @@ def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
                 raise
             fig = {"name": name, "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"}
         fig["wall_s"] = time.time() - t0
-        fig["load_average"] = {"start": load, "end": _load_average()}
+        fig["load_average"] = {"start": load, "end": load_average()}
         results["figures"][name] = fig
         if output is not None:
             _write(output, to_jsonable(results))
     results["wall_s"] = time.time() - started
-    results["environment"]["load_average_end"] = _load_average()
+    results["environment"]["load_average_end"] = load_average()
     return to_jsonable(results)
-
-
-def _load_average() -> list[float] | None:
-    """1-, 5- and 15-minute load averages (None where the platform has none)."""
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _write(path: Path, results: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from mcjepa_cli.data.sources import AugmentConfig, FlowSource, ImageSource
 from mcjepa_cli.data.synthetic import SyntheticConfig
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.losses.objective import LossConfig
-from mcjepa_cli.models.config import ModelConfig
+from mcjepa_cli.models.config import DECODER_NORMS, ModelConfig
 
 
 @dataclass
@@ -382,9 +382,9 @@ def validate_recipe(r: Recipe) -> None:
         raise bad("data.on_error", f"expected 'stop' or 'skip', got {r.data.on_error!r}")
     if len(r.data.flow_size) != 2 or min(r.data.flow_size) <= 0:
         raise bad("data.flow_size", f"expected [height, width], got {r.data.flow_size}")
-    if r.model.flow_head.decoder_norm not in ("layernorm", "none"):
+    if r.model.flow_head.decoder_norm not in DECODER_NORMS:
         raise bad("model.flow_head.decoder_norm",
-                  f"expected 'layernorm' or 'none', got {r.model.flow_head.decoder_norm!r}")
+                  f"expected one of {', '.join(DECODER_NORMS)}, got {r.model.flow_head.decoder_norm!r}")
     if any(s < 1 for s in r.model.flow_head.strides):
         raise bad("model.flow_head.strides", f"expected positive strides, got {r.model.flow_head.strides}")
     coarsest = max(r.model.flow_head.strides) if r.model.flow_head.strides else 64

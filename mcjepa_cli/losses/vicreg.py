@@ -35,15 +35,11 @@ def covariance_term(x: torch.Tensor) -> torch.Tensor:
     """
     n, d = x.shape
     xc = x - x.mean(dim=0)
-    if n < d:
-        gram = xc @ xc.T  # (N, N)
-        total = gram.pow(2).sum() / (n - 1) ** 2  # ||cov||_F^2
-        diag = xc.pow(2).sum(dim=0) / (n - 1)  # (D,) per-dimension variances
-        off = total - diag.pow(2).sum()
-    else:
-        cov = (xc.T @ xc) / (n - 1)  # (D, D)
-        off = cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()
-    return off / d
+    # ||cov||_F^2 from whichever of the (N, N) Gram and (D, D) scatter matrices is smaller
+    scatter = xc @ xc.T if n < d else xc.T @ xc
+    total = scatter.pow(2).sum() / (n - 1) ** 2
+    diag = xc.pow(2).sum(dim=0) / (n - 1)  # (D,) per-dimension variances = diag(cov)
+    return (total - diag.pow(2).sum()) / d
 
 
 def vicreg_loss(

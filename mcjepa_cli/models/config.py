@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# Normalisations the flow decoder offers after each conv (``model.flow_head.decoder_norm``).
+DECODER_NORMS: tuple[str, ...] = ("layernorm", "none")
+
+
 @dataclass
 class EncoderConfig:
     """The pyramid encoder: a timm ConvNeXt with a split stem and one extra coarse level."""
@@ -37,7 +41,7 @@ class FlowHeadConfig:
     # [-1, 1]: without it the raw dot products of young features are ~100x smaller than the
     # decoder's other inputs and flow barely starts to learn.
     normalize_features: bool = True
-    # Widths of the residual-flow decoder's 3x3 convs (LayerNorm + LeakyReLU after each).
+    # Widths of the residual-flow decoder's 3x3 convs (``decoder_norm`` + LeakyReLU after each).
     decoder_channels: list[int] = field(default_factory=lambda: [96, 64, 32])
     # Normalisation after each decoder conv: "layernorm" (per position, over channels) or
     # "none". Measured on CPU: with per-position LayerNorm the decoder needs far longer to learn

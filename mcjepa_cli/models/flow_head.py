@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from timm.layers import LayerNorm2d
 
-from mcjepa_cli.models.config import FlowHeadConfig
+from mcjepa_cli.models.config import DECODER_NORMS, FlowHeadConfig
 from mcjepa_cli.models.layers import cost_volume, resize_flow, warp
 
 
@@ -27,7 +27,8 @@ def _standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 class FlowDecoder(nn.Module):
     """Reads [cost volume, projected first-frame features, upsampled flow] -> residual flow.
 
-    LayerNorm after every conv but the last (the paper found training collapses without it).
+    ``norm="layernorm"``: LayerNorm after every conv but the last (the paper found training
+    collapses without it); ``"none"``: no normalisation.
     """
 
     def __init__(self, in_channels: int, widths: list[int], norm: str = "layernorm") -> None:
@@ -61,8 +62,8 @@ class FlowHead(nn.Module):
                  encoder_strides: tuple[int, ...]) -> None:
         super().__init__()
         strides = list(cfg.strides)
-        if cfg.decoder_norm not in ("layernorm", "none"):
-            raise ValueError(f"model.flow_head.decoder_norm must be 'layernorm' or 'none', got {cfg.decoder_norm!r}")
+        if cfg.decoder_norm not in DECODER_NORMS:
+            raise ValueError(f"model.flow_head.decoder_norm must be one of {DECODER_NORMS}, got {cfg.decoder_norm!r}")
         if sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
             raise ValueError(f"model.flow_head.strides must be strictly decreasing, got {strides}")
         for s in strides:
