@@ -83,6 +83,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # periodic checkpoints kept (last.pt always kept)
     max_nonfinite_steps: int = 20  # consecutive skipped non-finite steps before the run fails
     eval_pairs: int = 64  # held-out synthetic pairs scored in the end-of-run report
+    # steps between held-out synthetic EPE evaluations during the run (metrics.jsonl "eval"
+    # records, TensorBoard eval/*); 0 = only the end-of-run report
+    eval_every: int = 0
     eval_size: list[int] = field(default_factory=lambda: [128, 160])  # their (H, W)
     channels_last: bool = False  # channels_last memory format (often faster on GPU)
     compile: bool = False  # torch.compile the training step's model

@@ -29,7 +29,8 @@ def _losses(run: Path) -> dict[int, dict]:
 
 def test_pretrain_run_and_exact_resume(tmp_path):
     full = tmp_path / "full"
-    r = runner.invoke(app, ["pretrain", "quickstart", *tiny_args(), "--output", str(full), "--no-progress"])
+    r = runner.invoke(app, ["pretrain", "quickstart", *tiny_args("train.eval_every=3"), "--output",
+                            str(full), "--no-progress"])
     assert r.exit_code == 0, r.output
     for name in ("recipe.yaml", "metrics.jsonl", "summary.json", "summary.md",
                  "checkpoints/last.pt", "checkpoints/step_0000003.pt"):
@@ -52,6 +53,35 @@ def test_pretrain_run_and_exact_resume(tmp_path):
     wa = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
     wb = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+
+
+    # the mid-run evaluation (train.eval_every=3; the resumed run above matched the
+    # uninterrupted one, so evaluating does not disturb training) equals EPE computed here,
+    # independently, from the step-3 checkpoint on the same held-out pairs
+    evals = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x).get("event") == "eval"]
+    assert [e["step"] for e in evals] == [3]  # step 6 is the end-of-run report's
+    from mcjepa_cli.config import load_recipe
+    from mcjepa_cli.data.synthetic import SyntheticFlowPairs
+    from mcjepa_cli.models import build_model
+
+    ck3 = torch.load(full / "checkpoints" / "step_0000003.pt", weights_only=True)
+    recipe = load_recipe("quickstart", tiny_args()[1::2])  # the overrides without "--set"
+    model = build_model(recipe.model)
+    model.load_state_dict(ck3["model"])
+    model.eval()
+    pairs = SyntheticFlowPairs(64, 64, 4, seed=0, split="val", cfg=recipe.data.synthetic)
+    errs, mags = [], []
+    with torch.no_grad():
+        for i in range(4):
+            item = pairs[i]
+            pred = model.estimate_flow(item["image1"][None], item["image2"][None])[0]
+            errs.append(((pred - item["flow"]) ** 2).sum(0).sqrt().flatten())
+            mags.append((item["flow"] ** 2).sum(0).sqrt().flatten())
+    epe, zero = torch.cat(errs).mean().item(), torch.cat(mags).mean().item()
+    assert evals[0]["heldout_epe"] == pytest.approx(epe, rel=1e-5)
+    assert evals[0]["zero_flow_epe"] == pytest.approx(zero, rel=1e-6)
+    assert evals[0]["epe_ratio"] == pytest.approx(epe / zero, rel=1e-5)
 
 
 def test_run_directory_is_not_overwritten(tmp_path):

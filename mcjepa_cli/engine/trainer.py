@@ -462,6 +462,13 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                           "time": now - t0}
                 logger.log(record)
                 last_log_t, last_log_step = now, step
+            every = recipe.train.eval_every
+            if main and flow_on and every and step % every == 0 and step < plan.total_steps:
+                t_eval = time.time()
+                epe, zero = held_out_epe(model, recipe, device)
+                logger.eval_record(step, {"heldout_epe": epe, "zero_flow_epe": zero,
+                                          "epe_ratio": epe / max(zero, 1e-12)})
+                last_log_t += time.time() - t_eval  # evaluation time is not training throughput
             signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
             # no periodic checkpoint inside a run of non-finite steps: if the run then fails,
             # last.pt is still the last good one
@@ -624,6 +631,17 @@ class _RunLogger:
                     self.tb.add_scalar(f"train/{k}", v, step)
             for k, v in record["lr"].items():
                 self.tb.add_scalar(f"lr/{k}", v, step)
+
+    def eval_record(self, step: int, payload: dict[str, float]) -> None:
+        """A mid-run held-out evaluation: metrics.jsonl record, TensorBoard eval/*, console line."""
+        if not self.main:
+            return
+        self._append({"step": step, "event": "eval", **payload})
+        if self.tb is not None:
+            for k, v in payload.items():
+                self.tb.add_scalar(f"eval/{k}", v, step)
+        self.info(f"step {step}: held-out EPE {payload['heldout_epe']:.3f} px "
+                  f"(zero flow {payload['zero_flow_epe']:.3f}, ratio {payload['epe_ratio']:.3f})")
 
     def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
         if not self.main:
