@@ -413,6 +413,8 @@ def validate_recipe(r: Recipe) -> None:
         raise bad("loss.flow_weight", "a flow-only recipe (model.content: false) needs flow_weight > 0")
     if r.train.log_every < 1 or r.train.checkpoint_every < 1:
         raise bad("train.log_every", "log_every and checkpoint_every must be >= 1")
+    if r.train.eval_every < 0:
+        raise bad("train.eval_every", f"expected >= 0 (0 = only at the end), got {r.train.eval_every}")
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -46,6 +46,7 @@ CASES: list[tuple[str, str]] = [
     ("pretrain quickstart --set optim.lr_encoder=nan", "optim.lr_encoder"),
     ("pretrain quickstart --set model.flow_head.strides=[0]", "model.flow_head.strides"),
     ("pretrain quickstart --set train.precision=fp8", "train.precision"),
+    ("pretrain quickstart --set train.eval_every=-1", "train.eval_every"),
     ("pretrain quickstart --set data.on_error=ignore", "data.on_error"),
     ("pretrain quickstart --set nosection", "--set nosection"),
     ("pretrain quickstart --set 'optim.lr\nx=1'", "optim.lr\\nx"),  # a line break in the culprit

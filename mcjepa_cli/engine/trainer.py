@@ -465,9 +465,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             every = recipe.train.eval_every
             if main and flow_on and every and step % every == 0 and step < plan.total_steps:
                 t_eval = time.time()
-                epe, zero = held_out_epe(model, recipe, device)
-                logger.eval_record(step, {"heldout_epe": epe, "zero_flow_epe": zero,
-                                          "epe_ratio": epe / max(zero, 1e-12)})
+                logger.eval_record(step, held_out_figures(model, recipe, device))
                 last_log_t += time.time() - t_eval  # evaluation time is not training throughput
             signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
             # no periodic checkpoint inside a run of non-finite steps: if the run then fails,
@@ -554,14 +552,17 @@ def embedding_std(model: MCJEPA, recipe: Recipe, device: torch.device, n: int = 
     return float(z.std(dim=0).mean())
 
 
+def held_out_figures(model: MCJEPA, recipe: Recipe, device: torch.device) -> dict[str, float]:
+    """``heldout_epe``, ``zero_flow_epe`` and their ratio (below 1: flow was learned)."""
+    epe, zero = held_out_epe(model, recipe, device)
+    return {"heldout_epe": epe, "zero_flow_epe": zero, "epe_ratio": epe / max(zero, 1e-12)}
+
+
 def end_of_run_report(model: MCJEPA, recipe: Recipe, device: torch.device,
                       last_terms: dict[str, float]) -> dict[str, Any]:
-    epe, zero = held_out_epe(model, recipe, device)
     std = embedding_std(model, recipe, device)
-    report = {"heldout_epe": epe, "zero_flow_epe": zero, "epe_ratio": epe / max(zero, 1e-12),
-              "embedding_std": std, "collapsed": (std is not None and std < 0.1),
-              "last_terms": last_terms}
-    return report
+    return {**held_out_figures(model, recipe, device), "embedding_std": std,
+            "collapsed": (std is not None and std < 0.1), "last_terms": last_terms}
 
 
 def _summary_markdown(recipe: Recipe, s: dict[str, Any]) -> str:
