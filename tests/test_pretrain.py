@@ -54,12 +54,11 @@ def test_pretrain_run_and_exact_resume(tmp_path):
     wb = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
 
-
     # the mid-run evaluation (train.eval_every=3; the resumed run above matched the
     # uninterrupted one, so evaluating does not disturb training) equals EPE computed here,
     # independently, from the step-3 checkpoint on the same held-out pairs
-    evals = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x).get("event") == "eval"]
+    records = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    evals = [rec for rec in records if rec.get("event") == "eval"]
     assert [e["step"] for e in evals] == [3]  # step 6 is the end-of-run report's
     from mcjepa_cli.config import load_recipe
     from mcjepa_cli.data.synthetic import SyntheticFlowPairs
