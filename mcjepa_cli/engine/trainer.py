@@ -375,6 +375,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     skipped_total = 0
     last_log_t, last_log_step = time.time(), start_step
     terms_f: dict[str, float] = {}
+    eval_pairs = None  # held-out pairs, rendered at the first evaluation and reused
     exit_code = 0
     with _Signals() as sigs, logger.progress(plan.total_steps, start_step, show_progress and main) as bar:
         step = start_step
@@ -465,7 +466,9 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             every = recipe.train.eval_every
             if main and flow_on and every and step % every == 0 and step < plan.total_steps:
                 t_eval = time.time()
-                logger.eval_record(step, held_out_figures(model, recipe, device))
+                if eval_pairs is None:
+                    eval_pairs = held_out_pairs(recipe)
+                logger.eval_record(step, held_out_figures(model, recipe, device, eval_pairs))
                 last_log_t += time.time() - t_eval  # evaluation time is not training throughput
             signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
             # no periodic checkpoint inside a run of non-finite steps: if the run then fails,
@@ -491,7 +494,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
         summary["world_size"] = world
         summary["max_param_diff_across_ranks"] = sync
     if main:
-        summary.update(end_of_run_report(model, recipe, device, terms_f))
+        summary.update(end_of_run_report(model, recipe, device, terms_f, eval_pairs))
         summary["wall_time_s"] = wall
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
@@ -509,25 +512,39 @@ class _Interrupted(SystemExit):
     """Raised after a clean stop on SIGINT / SIGTERM (exit 130 / 143)."""
 
 
-@torch.inference_mode()
-def held_out_epe(model: MCJEPA, recipe: Recipe, device: torch.device) -> tuple[float, float]:
-    """EPE of the model and of zero flow on held-out synthetic pairs (pooled over pixels)."""
+def held_out_pairs(recipe: Recipe) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The held-out synthetic pairs as CPU batches of 8: (image1, image2, flow).
+
+    Rendered once per run and reused by every mid-run evaluation and the end-of-run report.
+    """
     from mcjepa_cli.data.synthetic import SyntheticFlowPairs
 
     h, w = recipe.train.eval_size
     ds = SyntheticFlowPairs(h, w, recipe.train.eval_pairs, seed=recipe.train.seed, split="val",
                             cfg=recipe.data.synthetic)
+    batches = []
+    for i in range(0, len(ds), 8):
+        items = [ds[j] for j in range(i, min(len(ds), i + 8))]
+        batches.append(tuple(torch.stack([it[k] for it in items]) for k in ("image1", "image2", "flow")))
+    return batches
+
+
+@torch.inference_mode()
+def held_out_epe(model: MCJEPA, recipe: Recipe, device: torch.device,
+                 pairs: list[tuple[torch.Tensor, ...]] | None = None) -> tuple[float, float]:
+    """EPE of the model and of zero flow on held-out synthetic pairs (pooled over pixels).
+
+    ``pairs``: the output of :func:`held_out_pairs` (rendered here when not given).
+    """
+    if pairs is None:
+        pairs = held_out_pairs(recipe)
     was_training = model.training
     model.eval()
     err_sum = zero_sum = 0.0
     count = 0
-    batch = 8
-    for i in range(0, len(ds), batch):
-        items = [ds[j] for j in range(i, min(len(ds), i + batch))]
-        im1 = torch.stack([it["image1"] for it in items]).to(device)
-        im2 = torch.stack([it["image2"] for it in items]).to(device)
-        gt = torch.stack([it["flow"] for it in items]).to(device)
-        pred = model.estimate_flow(im1, im2).float()
+    for im1, im2, gt in pairs:
+        gt = gt.to(device)
+        pred = model.estimate_flow(im1.to(device), im2.to(device)).float()
         err_sum += float((pred - gt).norm(dim=1).sum())
         zero_sum += float(gt.norm(dim=1).sum())
         count += gt[:, 0].numel()
@@ -552,16 +569,18 @@ def embedding_std(model: MCJEPA, recipe: Recipe, device: torch.device, n: int = 
     return float(z.std(dim=0).mean())
 
 
-def held_out_figures(model: MCJEPA, recipe: Recipe, device: torch.device) -> dict[str, float]:
+def held_out_figures(model: MCJEPA, recipe: Recipe, device: torch.device,
+                     pairs: list[tuple[torch.Tensor, ...]] | None = None) -> dict[str, float]:
     """``heldout_epe``, ``zero_flow_epe`` and their ratio (below 1: flow was learned)."""
-    epe, zero = held_out_epe(model, recipe, device)
+    epe, zero = held_out_epe(model, recipe, device, pairs)
     return {"heldout_epe": epe, "zero_flow_epe": zero, "epe_ratio": epe / max(zero, 1e-12)}
 
 
 def end_of_run_report(model: MCJEPA, recipe: Recipe, device: torch.device,
-                      last_terms: dict[str, float]) -> dict[str, Any]:
+                      last_terms: dict[str, float],
+                      pairs: list[tuple[torch.Tensor, ...]] | None = None) -> dict[str, Any]:
     std = embedding_std(model, recipe, device)
-    return {**held_out_figures(model, recipe, device), "embedding_std": std,
+    return {**held_out_figures(model, recipe, device, pairs), "embedding_std": std,
             "collapsed": (std is not None and std < 0.1), "last_terms": last_terms}
 
 
