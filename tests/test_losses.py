@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mcjepa_cli.losses import (
+    census_distance,
     cycle_loss,
     feature_regression_loss,
     occlusion_mask,
@@ -147,3 +148,35 @@ def test_photometric_distance_zero_for_identical_images():
     img = torch.rand(2, 3, 10, 10)
     d = photometric_distance(img, img, l1=0.0, l2=1.0, ssim=1.0, census=1.0)
     assert d.abs().max().item() < 1e-6
+
+
+def test_census_distance_matches_a_per_pixel_loop():
+    # soft ternary census (UnFlow): grey in [0, 255], t = d / sqrt(0.81 + d^2) for each of the
+    # 7x7 neighbours (zero outside the image), distance = mean over neighbours of s / (0.1 + s)
+    # with s the squared difference of the two images' t
+    torch.manual_seed(0)
+    x, y = torch.rand(1, 3, 9, 11, dtype=torch.float64), torch.rand(1, 3, 9, 11, dtype=torch.float64)
+    gx, gy = x.mean(1)[0] * 255.0, y.mean(1)[0] * 255.0
+    h, w = gx.shape
+
+    def t(g, i, j, di, dj):
+        ii, jj = i + di, j + dj
+        n = g[ii, jj] if 0 <= ii < h and 0 <= jj < w else 0.0
+        d = n - g[i, j]
+        return d / (0.81 + d * d) ** 0.5
+
+    expected = torch.zeros(h, w, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            acc = 0.0
+            for di in range(-3, 4):
+                for dj in range(-3, 4):
+                    s = (t(gx, i, j, di, dj) - t(gy, i, j, di, dj)) ** 2
+                    acc += s / (0.1 + s)
+            expected[i, j] = acc / 49
+    got = census_distance(x, y)
+    assert got.shape == (1, 1, h, w)
+    torch.testing.assert_close(got[0, 0], expected, rtol=1e-9, atol=1e-12)
+    # photometric_distance adds it with its weight
+    both = photometric_distance(x, y, l1=0.0, ssim=0.0, census=0.5)
+    torch.testing.assert_close(both[0, 0], 0.5 * expected, rtol=1e-9, atol=1e-12)
