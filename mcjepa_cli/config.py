@@ -87,6 +87,9 @@ class TrainConfig:
     # records, TensorBoard eval/*); 0 = only the end-of-run report
     eval_every: int = 0
     eval_size: list[int] = field(default_factory=lambda: [128, 160])  # their (H, W)
+    # steps between measurements of the gradient norm each objective sends into the encoder
+    # (one extra backward per objective; metrics.jsonl "encoder_grad_norm"); 0 = off
+    grad_norms_every: int = 0
     channels_last: bool = False  # channels_last memory format (often faster on GPU)
     compile: bool = False  # torch.compile the training step's model
     inject_nan_at: list[int] = field(default_factory=list)  # testing hook: steps whose loss is made NaN
@@ -415,6 +418,13 @@ def validate_recipe(r: Recipe) -> None:
         raise bad("train.log_every", "log_every and checkpoint_every must be >= 1")
     if r.train.eval_every < 0:
         raise bad("train.eval_every", f"expected >= 0 (0 = only at the end), got {r.train.eval_every}")
+    feg = r.loss.flow_encoder_grad
+    if not feg or not all(0.0 <= v <= 1.0 for v in feg):
+        raise bad("loss.flow_encoder_grad",
+                  f"expected a list of scales in [0, 1], one per level, got {feg}")
+    if r.train.grad_norms_every < 0:
+        raise bad("train.grad_norms_every",
+                  f"expected >= 0 (0 = off), got {r.train.grad_norms_every}")
 
 
 def dump_recipe(recipe: Recipe) -> str:

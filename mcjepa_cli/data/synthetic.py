@@ -7,8 +7,8 @@ motion included) places it in frame ``t``. Frames are rendered by back-mapping e
 through ``A_t^-1`` and sampling the layer raster bilinearly, compositing far to near. Because
 the motion is known in closed form, the forward flow of the top visible layer at pixel ``x``
 is exactly ``A_{t+1}(A_t^-1(x)) - x`` (no finite differences), and occlusion, instance and
-class maps follow from the same layer stack. Classes are texture families; colours are drawn
-at random per instance so colour alone never tells the class. See docs/synthetic-world.md.
+class maps follow from the same layer stack. A class is a family of texture, colour and outline
+statistics together, so that no single cue decides it. See docs/synthetic-world.md.
 
 Conventions: pixel centres sit at integer coordinates ``(x, y)`` with ``x`` in ``[0, W-1]``;
 flow channel 0 is horizontal (x), channel 1 vertical (y), in pixels. Everything is
@@ -105,6 +105,14 @@ class SyntheticConfig:
     blur_prob: float = 0.25
     # Largest Gaussian blur sigma, in pixels at the rendered resolution.
     max_blur_sigma: float = 1.2
+    # Classes are families of texture, colour and shape together, as real classes are (no
+    # single cue decides). Colour: standard deviation of a surface's hue about its class's own
+    # hue, in turns of the colour wheel (class hues lie 1/8 turn apart, so neighbours overlap);
+    # >= 1 draws hues uniformly at random (the world before class colours).
+    class_hue_spread: float = 0.1
+    # Shape: probability that a foreground object takes its class's own outline (class k:
+    # ellipse, rectangle, polygon, blob for k mod 4), else any outline at random; 0 = random.
+    class_shape_prob: float = 0.5
 
     def __post_init__(self) -> None:
         """Check every field; a bad value raises ``UserError`` naming ``data.synthetic.<field>``."""
@@ -127,7 +135,7 @@ class SyntheticConfig:
                 f"expected an integer in [min_layers={self.min_layers}, 16], "
                 f"got {self.max_layers!r}",
             )
-        for name in ("subpixel_fraction", "camera_motion", "blur_prob"):
+        for name in ("subpixel_fraction", "camera_motion", "blur_prob", "class_shape_prob"):
             if getattr(self, name) > 1:
                 raise UserError(
                     f"data.synthetic.{name}",
@@ -206,13 +214,39 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     h = rng.uniform(0.0, 1.0)
     s = rng.uniform(0.0, 1.0) ** 0.7
     v = rng.uniform(0.15, 1.0)
+    return _hsv_color(h, s, v)
+
+
+def _hsv_color(h: float, s: float, v: float) -> np.ndarray:
     k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
     return (v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
 
 
-def _colors(rng: np.random.Generator, n: int) -> Tensor:
-    """n random colours as an (n, 3) float32 tensor."""
-    return torch.from_numpy(np.stack([_random_color(rng) for _ in range(n)]))
+class _Palette:
+    """Colours of one surface: drawn around its class's own hue, or at random.
+
+    Classes are families of texture, colour and shape statistics together, as in real data:
+    class ``k``'s colours have hues normally distributed about ``k / NUM_CLASSES`` of the colour
+    wheel with standard deviation ``spread`` (in turns), and the saturation / value spread of
+    ``_random_color``. Neighbouring classes' hues overlap, so colour alone does not decide the
+    class. ``spread >= 1`` draws every colour with ``_random_color`` (hue uniform: the world
+    before class colours, bitwise).
+    """
+
+    def __init__(self, family: int, spread: float) -> None:
+        self.family = family
+        self.spread = spread
+
+    def __call__(self, rng: np.random.Generator, n: int) -> Tensor:
+        if self.spread >= 1.0:
+            return torch.from_numpy(np.stack([_random_color(rng) for _ in range(n)]))
+        out = []
+        for _ in range(n):
+            h = (self.family / NUM_CLASSES + self.spread * rng.standard_normal()) % 1.0
+            s = rng.uniform(0.0, 1.0) ** 0.7
+            v = rng.uniform(0.15, 1.0)
+            out.append(_hsv_color(h, s, v))
+        return torch.from_numpy(np.stack(out))
 
 
 def _lerp(c0: Tensor, c1: Tensor, p: Tensor) -> Tensor:
@@ -284,18 +318,19 @@ def _soft_step(s: Tensor, sharpness: float) -> Tensor:
 # ``pmax`` is the largest pattern period in texels (a fraction of the image's shorter side).
 
 
-def _tex_stripes(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_stripes(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     xx, yy = _grid_xy(h, w)
     period = _loguniform(rng, 4.0, pmax)
     a, _ = _rotated(xx, yy, rng.uniform(0, math.pi), 0.0, 0.0)
     s = torch.sin(a * (2 * math.pi / period) + rng.uniform(0, 2 * math.pi))
     # sharpness <= period / 2 keeps the edges over a texel wide (no aliasing when resampled)
     p = _soft_step(s - rng.uniform(-0.6, 0.6), _loguniform(rng, 1.0, max(1.5, period / 2)))
-    c = _colors(rng, 2)
+    c = pal(rng, 2)
     return _lerp(c[0], c[1], p)
 
 
-def _tex_checkerboard(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_checkerboard(rng: np.random.Generator, h: int, w: int, pmax: float,
+                      pal: _Palette) -> Tensor:
     xx, yy = _grid_xy(h, w)
     period = _loguniform(rng, 4.0, pmax)
     aspect = rng.uniform(0.6, 1.6)
@@ -304,11 +339,11 @@ def _tex_checkerboard(rng: np.random.Generator, h: int, w: int, pmax: float) -> 
         b * (math.pi / (period * aspect)) + rng.uniform(0, 6.3)
     )
     p = _soft_step(s, _loguniform(rng, 1.5, max(2.0, period)))
-    c = _colors(rng, 2)
+    c = pal(rng, 2)
     return _lerp(c[0], c[1], p)
 
 
-def _tex_dots(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_dots(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     xx, yy = _grid_xy(h, w)
     spacing = _loguniform(rng, 4.0, max(5.0, pmax))
     radius = spacing * rng.uniform(0.15, 0.42)
@@ -323,16 +358,16 @@ def _tex_dots(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     fa = (cols - torch.round(cols)) * spacing
     d = torch.sqrt(fa * fa + fb * fb)
     p = (radius - d + 0.5).clamp(0.0, 1.0)
-    c = _colors(rng, 2)
+    c = pal(rng, 2)
     return _lerp(c[0], c[1], p)
 
 
-def _tex_noise(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_noise(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     n = _fbm(rng, 1, h, w, _loguniform(rng, pmax / 2, 2 * pmax), 2.0, rng.uniform(0.3, 1.0))[0]
     if rng.random() < 0.3:  # ridged ("marble") variant
         n = 1.5 - 2.5 * n.abs()
     p = torch.sigmoid(n * rng.uniform(0.8, 3.0))
-    c = _colors(rng, 3)
+    c = pal(rng, 3)
     w0 = (1 - 2 * p).clamp(min=0)
     w2 = (2 * p - 1).clamp(min=0)
     w1 = 1 - w0 - w2
@@ -366,7 +401,7 @@ def _upsample2(x: Tensor, h: int, w: int) -> Tensor:
     return cols[:, :h, :w]
 
 
-def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     # Voronoi cells, computed at half resolution (the fields are smooth or piecewise
     # constant; bilinear upsampling anti-aliases the cell boundaries)
     cell = _loguniform(rng, 6.0, max(7.0, 1.5 * pmax))
@@ -385,7 +420,7 @@ def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     d2 = d.min(dim=1).values.clamp(min=0).sqrt()
     vals = torch.from_numpy(rng.random(n, dtype=np.float32))[nearest]
     fields = _upsample2(torch.stack([vals, d1, d2 - d1]).reshape(3, hh, wh), h, w)
-    c = _colors(rng, 3)
+    c = pal(rng, 3)
     rgb = _lerp(c[0], c[1], fields[0])
     if rng.random() < 0.5:  # pebble shading: darker away from the seed
         rgb = rgb * (1 - 0.4 * (fields[1] / cell).clamp(max=1.0))[None]
@@ -394,7 +429,7 @@ def _tex_cells(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     return rgb + (c[2][:, None, None] - rgb) * edge[None]
 
 
-def _tex_waves(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_waves(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     xx, yy = _grid_xy(h, w)
     period = _loguniform(rng, 4.0, pmax)
     if rng.random() < 0.35:  # concentric rings about a point that may lie off the raster
@@ -408,11 +443,11 @@ def _tex_waves(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
         )
     s = torch.sin(a * (2 * math.pi / period) + rng.uniform(0, 6.3))
     p = _soft_step(s - rng.uniform(-0.4, 0.4), _loguniform(rng, 1.0, max(1.5, period / 2)))
-    c = _colors(rng, 2)
+    c = pal(rng, 2)
     return _lerp(c[0], c[1], p)
 
 
-def _tex_bricks(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_bricks(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     xx, yy = _grid_xy(h, w)
     bh = _loguniform(rng, 4.0, max(5.0, pmax))
     bw = bh * rng.uniform(1.5, 3.0)
@@ -428,12 +463,12 @@ def _tex_bricks(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor
     edge = (mortar - d + 0.5).clamp(0.0, 1.0)
     table = torch.from_numpy(rng.random(61, dtype=np.float32))
     tid = torch.remainder(row * 7 + col * 13, 61).long()
-    c = _colors(rng, 3)
+    c = pal(rng, 3)
     rgb = _lerp(c[0], c[1], table[tid] * rng.uniform(0.2, 1.0))
     return rgb + (c[2][:, None, None] - rgb) * edge[None]
 
 
-def _tex_blobs(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
+def _tex_blobs(rng: np.random.Generator, h: int, w: int, pmax: float, pal: _Palette) -> Tensor:
     # smooth colour blobs: a Gaussian-weighted mix of colours, computed at half resolution
     pts, hh, wh = _half_res_coords(h, w)  # (hh*wh, 2)
     n = int(rng.integers(3, 9))
@@ -445,7 +480,7 @@ def _tex_blobs(rng: np.random.Generator, h: int, w: int, pmax: float) -> Tensor:
     # elementwise (no BLAS), so results do not depend on the thread count
     d2 = (pts[:, 0] - centers[:, :1]) ** 2 + (pts[:, 1] - centers[:, 1:]) ** 2  # (n, hh*wh)
     wts = torch.exp(-d2 / (2 * sig[:, None] ** 2))
-    c = _colors(rng, n + 1)
+    c = pal(rng, n + 1)
     base_w = rng.uniform(0.05, 0.5)
     mix = (c[1:, :, None] * wts[:, None]).sum(0)  # (3, hh*wh)
     rgb = (c[0][:, None] * base_w + mix) / (base_w + wts.sum(0, keepdim=True))
@@ -502,7 +537,8 @@ def _detail_crop(rng: np.random.Generator, h: int, w: int) -> Tensor:
     return tiles[:, rows][:, :, cols]
 
 
-def _texture(rng: np.random.Generator, family: int, h: int, w: int, size: float) -> Tensor:
+def _texture(rng: np.random.Generator, family: int, h: int, w: int, size: float,
+             hue_spread: float = 1.0) -> Tensor:
     """An RGB texture raster (3, h, w), about [0, 1], of one family, with shading and grain.
 
     ``size`` is the surface's characteristic size in texels (the image's shorter side for the
@@ -514,7 +550,7 @@ def _texture(rng: np.random.Generator, family: int, h: int, w: int, size: float)
     exact.
     """
     pmax = max(5.0, 0.3 * size)
-    rgb = _FAMILIES[family](rng, h, w, pmax)
+    rgb = _FAMILIES[family](rng, h, w, pmax, _Palette(family, hue_spread))
     detail = _detail_crop(rng, h, w)  # (2, h, w) grain, shading
     shade = 1.0 + rng.uniform(0.0, 0.15) * detail[1:]  # (1, h, w)
     return torch.add(rgb * shade, detail[:1], alpha=rng.uniform(0.01, 0.06))
@@ -762,9 +798,12 @@ def _draw_clip(
         diameter = _loguniform(rng, cfg.min_object_size * short, cfg.max_object_size * short)
         radius = max(1.5, diameter / 2)
         n = int(math.ceil(2 * radius)) + 4
-        kind = _SHAPES[int(rng.integers(len(_SHAPES)))]
+        if cfg.class_shape_prob > 0 and rng.random() < cfg.class_shape_prob:
+            kind = _SHAPES[family % len(_SHAPES)]
+        else:
+            kind = _SHAPES[int(rng.integers(len(_SHAPES)))]
         alpha = _shape_alpha(rng, kind, n, radius)
-        rgb = _texture(rng, family, n, n, min(short, 2 * diameter))
+        rgb = _texture(rng, family, n, n, min(short, 2 * diameter), cfg.class_hue_spread)
         angle0 = rng.uniform(0, 2 * math.pi)
         scale0 = math.exp(rng.uniform(-0.1, 0.1))
         motion = _sample_motion(
@@ -800,7 +839,7 @@ def _draw_clip(
     hi = np.ceil(seen.max(0))
     bw, bh = int(hi[0] - lo[0]) + 1, int(hi[1] - lo[1]) + 1
     bg_family = int(rng.integers(NUM_CLASSES))
-    bg_rgb = _texture(rng, bg_family, bh, bw, short)
+    bg_rgb = _texture(rng, bg_family, bh, bw, short, cfg.class_hue_spread)
     offset = np.array([[1.0, 0, lo[0]], [0, 1.0, lo[1]], [0, 0, 1.0]])
     bg = _Layer(bg_rgb, np.stack([c @ offset for c in cams]), bg_family)
 

@@ -29,12 +29,13 @@ from mcjepa_cli.engine import distributed as du
 from mcjepa_cli.engine.checkpoint import (load_checkpoint, load_matching_weights, newest_run,
                                           save_checkpoint)
 from mcjepa_cli.engine.device import resolve_device, resolve_precision
+from mcjepa_cli.engine.diagnostics import encoder_gradient_norms
 from mcjepa_cli.engine.pretrain_data import build_pretrain_datasets
 from mcjepa_cli.engine.sampling import KeyedDataset, StepBatchSampler
 from mcjepa_cli.engine.schedules import warmup_cosine
 from mcjepa_cli.errors import RunFailed, UserError
 from mcjepa_cli.io.atomic import atomic_write_text
-from mcjepa_cli.losses.objective import LossConfig, mcjepa_objective
+from mcjepa_cli.losses.objective import LossConfig, mcjepa_objective, objective_parts
 from mcjepa_cli.models import MCJEPA, build_model
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -376,6 +377,11 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     last_log_t, last_log_step = time.time(), start_step
     terms_f: dict[str, float] = {}
     eval_pairs = None  # held-out pairs, rendered at the first evaluation and reused
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    level_params = {k: [p for p in v if p.requires_grad]
+                    for k, v in model.encoder.level_parameters().items()}
+    grad_norms: dict[str, float] = {}  # the latest per-objective encoder gradient norms
+    level_norms: dict[str, dict[str, float]] = {}  # the same per encoder level
     exit_code = 0
     with _Signals() as sigs, logger.progress(plan.total_steps, start_step, show_progress and main) as bar:
         step = start_step
@@ -412,6 +418,10 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             grad_ok = True
             bad = du.any_true(not loss_ok, device)
             grad_norm = torch.zeros(())
+            diag = recipe.train.grad_norms_every
+            if not bad and diag and (step + 1) % diag == 0:
+                grad_norms, level_norms = encoder_gradient_norms(
+                    objective_parts(terms, recipe.loss), encoder_params, level_params)
             if not bad:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -461,6 +471,10 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                           "images_per_s": nsteps * recipe.data.image_batch_size / dt if use_content else 0.0,
                           "skipped_steps": skipped_total, "skipped_samples": data_stats.skipped(),
                           "time": now - t0}
+                if grad_norms:  # measured at this step or since the previous record
+                    record["encoder_grad_norm"] = grad_norms
+                    record["encoder_grad_norm_by_level"] = level_norms
+                    grad_norms, level_norms = {}, {}
                 logger.log(record)
                 last_log_t, last_log_step = now, step
             every = recipe.train.eval_every
@@ -651,6 +665,11 @@ class _RunLogger:
                     self.tb.add_scalar(f"train/{k}", v, step)
             for k, v in record["lr"].items():
                 self.tb.add_scalar(f"lr/{k}", v, step)
+            for k, v in record.get("encoder_grad_norm", {}).items():
+                self.tb.add_scalar(f"encoder_grad_norm/{k}", v, step)
+            for level, norms in record.get("encoder_grad_norm_by_level", {}).items():
+                for k, v in norms.items():
+                    self.tb.add_scalar(f"encoder_grad_norm_{level}/{k}", v, step)
 
     def eval_record(self, step: int, payload: dict[str, float]) -> None:
         """A mid-run held-out evaluation: metrics.jsonl record, TensorBoard eval/*, console line."""

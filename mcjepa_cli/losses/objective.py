@@ -55,6 +55,26 @@ class LossConfig:
     vicreg_inv: float = 25.0
     vicreg_var: float = 25.0
     vicreg_cov: float = 1.0
+    # scale of the gradient that reaches each encoder level (finest first, strides 2..64; a
+    # shorter list repeats its last value) through the flow head: all of the reconstruction and
+    # smoothness gradient, and the part of feature regression and cycle that flows through the
+    # flow they warp with. 1.0 = plain backpropagation (the paper). The flow head itself learns
+    # at full weight, and VC, VICReg and the direct feature terms reach the encoder unscaled.
+    # Below 1 it keeps a heavily weighted reconstruction from setting the course of the levels
+    # that content and label propagation read (docs/ablations.md has the gradient norms).
+    flow_encoder_grad: list[float] = field(default_factory=lambda: [1.0])
+
+
+def _per_level(values: list[float], level: int) -> float:
+    """``values[level]``, or the last value for levels past the end of the list."""
+    return values[level] if level < len(values) else values[-1]
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    if scale == 1.0:
+        return x
+    return x.detach() + scale * (x - x.detach())
 
 
 def _flow_at(flows: dict[int, torch.Tensor], stride: int, size: tuple[int, int],
@@ -93,7 +113,11 @@ def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfi
     pyr = model.features(torch.cat((img1, img2), 0))  # each (2B, C, h, w)
     src = pyr  # frames (1, 2)
     tgt = [torch.cat((f[b:], f[:b]), 0) for f in pyr]  # frames (2, 1)
-    flows_list = model.flow_pyramid(src, tgt)  # coarsest first, each (2B, 2, h, w): fw then bw
+    head_in = [scale_gradient(f, _per_level(cfg.flow_encoder_grad, i))
+               for i, f in enumerate(pyr)]
+    head_tgt = [torch.cat((f[b:], f[:b]), 0) for f in head_in]
+    # coarsest first, each (2B, 2, h, w): forward then backward
+    flows_list = model.flow_pyramid(head_in, head_tgt)
     strides = model.flow_head.strides
     flows = dict(zip(strides, flows_list))
     images_a = torch.cat((img1, img2), 0)
@@ -154,7 +178,7 @@ def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfi
         if cfg.cycle:
             cyc = cyc + cycle_loss(xa, f, f_bw, mask, align_corners=ac)
         if cfg.vc:
-            lw = cfg.vc_level_weights[li] if li < len(cfg.vc_level_weights) else cfg.vc_level_weights[-1]
+            lw = _per_level(cfg.vc_level_weights, li)
             v, c = feature_vc_loss(xa, cfg.vc_samples)
             vc_var = vc_var + v
             vc_cov = vc_cov + c
@@ -164,12 +188,13 @@ def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfi
     terms["cycle"] = cyc / n_enc
     terms["vc_variance"] = vc_var / n_enc
     terms["vc_covariance"] = vc_cov / n_enc
+    terms["vc"] = vc_total / n_enc  # level-weighted variance + covariance, as in the loss
     loss = (
         cfg.photometric * terms["photometric"]
         + cfg.smoothness * terms["smoothness"]
         + cfg.feature_regression * terms["feature_regression"]
         + cfg.cycle * terms["cycle"]
-        + cfg.vc * vc_total / n_enc
+        + cfg.vc * terms["vc"]
     )
     terms["occluded_fraction"] = occ_fraction.detach()
     terms["flow_loss"] = loss
@@ -216,3 +241,33 @@ def mcjepa_objective(model, batch: dict[str, torch.Tensor], cfg: LossConfig, ste
         raise RuntimeError("nothing to optimise: no flow batch (or flow not started) and no content branch")
     terms["loss"] = total
     return total, terms
+
+
+# The objectives whose encoder-gradient norms ``objective_parts`` separates, with the weight
+# of each inside the total loss (flow terms also carry ``flow_weight``).
+FLOW_PARTS: dict[str, str] = {
+    "reconstruction": "photometric",
+    "smoothness": "smoothness",
+    "feature_regression": "feature_regression",
+    "cycle": "cycle",
+    "vc": "vc",
+}
+
+
+def objective_parts(terms: dict[str, torch.Tensor], cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """The total loss split into its weighted objectives (they sum to ``terms["loss"]``).
+
+    Keys: ``reconstruction``, ``smoothness``, ``feature_regression``, ``cycle``, ``vc`` (present
+    when the flow objective ran) and ``vicreg`` (when the content objective ran). Each value
+    keeps its autograd graph, so the gradient that one objective sends into a module can be
+    taken on its own (``torch.autograd.grad``); objectives with a zero weight are left out.
+    """
+    parts: dict[str, torch.Tensor] = {}
+    if "photometric" in terms:
+        for name, key in FLOW_PARTS.items():
+            weight = cfg.flow_weight * float(getattr(cfg, key))
+            if weight:
+                parts[name] = weight * terms[key]
+    if "vicreg" in terms and cfg.content_weight:
+        parts["vicreg"] = cfg.content_weight * terms["vicreg"]
+    return parts

@@ -62,6 +62,19 @@ class PyramidEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         del net  # its head (global pool + norm) is not used by MC-JEPA
 
+    def level_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters grouped by the level whose feature map they compute ("s2" .. "s64").
+
+        Each level's map also depends on every finer group, so a group's gradient is what the
+        objectives ask of that level beyond the levels below it.
+        """
+        groups = [list(self.stem_a.parameters()),
+                  [*self.stem_b.parameters(), *self.stem_norm.parameters(),
+                   *self.stages[0].parameters()],
+                  *[list(stage.parameters()) for stage in list(self.stages)[1:]],
+                  list(self.extra.parameters())]
+        return {f"s{s}": g for s, g in zip(self.strides, groups, strict=True)}
+
     def forward(self, x: torch.Tensor, num_levels: int = 6) -> list[torch.Tensor]:
         """Pyramid levels 0 .. num_levels-1 (fewer levels skip the coarse computation)."""
         x = (x - self.mean) / self.std
