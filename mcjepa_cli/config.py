@@ -261,6 +261,60 @@ def find_recipe(spec: str) -> Path:
     )
 
 
+MAX_YAML_NODES = 100_000  # a recipe has a few hundred; aliases may not expand past this
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document whose aliases expand past ``MAX_YAML_NODES`` nodes (or refer to
+    themselves): refused before any Python object is built from it."""
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """Nodes of ``root`` with every alias expanded, counted without expanding (memoised)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise YamlTooLarge("an alias refers to a node that contains it (a recursive document)")
+        open_.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_.discard(key)
+        sizes[key] = total
+        if total > MAX_YAML_NODES:
+            raise YamlTooLarge(f"aliases expand it past {MAX_YAML_NODES:,} values")
+        return total
+
+    return size(root)
+
+
+class _CappedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose aliases expand past a size (a
+    "billion laughs" document costs nothing to parse but everything to walk or print)."""
+
+    def get_single_node(self):  # type: ignore[no-untyped-def]
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_nodes(node)
+        return node
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with the alias-expansion cap (raises ``YamlTooLarge``)."""
+    loader = _CappedLoader(text)  # what yaml.safe_load does, with the capped SafeLoader
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """``yaml.safe_load`` a mapping; syntax errors and non-mappings are UserErrors."""
     try:
@@ -268,7 +322,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(path, f"cannot read recipe ({e.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_yaml(text)
+    except YamlTooLarge as e:
+        raise UserError(path, f"refused: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -276,8 +332,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(path, f"YAML error{where}: {problem}") from None
     except (ValueError, OverflowError, RecursionError) as e:  # e.g. a date like 2024-13-45
         raise UserError(path, f"YAML error: {e.__class__.__name__}: {e}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        raise UserError(path, "the recipe is empty; expected a mapping of recipe sections "
+                        "(e.g. 'base: quickstart' and the fields to change)")
     if not isinstance(data, dict):
         raise UserError(path, f"expected a mapping of recipe sections, got {type(data).__name__}")
     return data
@@ -319,7 +376,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise UserError(f"--set {text}", "expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = safe_load_yaml(raw) if raw.strip() != "" else ""
+    except YamlTooLarge as e:
+        raise UserError(f"--set {key.strip()}", f"refused value: {e}") from None
     except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
         value = raw
     return parts, value
@@ -373,6 +432,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Recipe
     return from_dict(Recipe, data, source=source)
 
 
+MAX_SCHEDULE = 1e9  # steps or epochs; the trainer also bounds the step count it plans
+
+
 def validate_recipe(r: Recipe) -> None:
     """Cross-field checks with messages that name the key."""
     def bad(key: str, expected: str) -> UserError:
@@ -380,6 +442,11 @@ def validate_recipe(r: Recipe) -> None:
 
     if r.schedule.unit not in ("steps", "epochs"):
         raise bad("schedule.unit", f"expected 'steps' or 'epochs', got {r.schedule.unit!r}")
+    for key in ("total", "warmup", "flow_start"):
+        value = getattr(r.schedule, key)
+        if not math.isfinite(value) or value > MAX_SCHEDULE:
+            raise bad(f"schedule.{key}", f"expected a finite length of at most {MAX_SCHEDULE:g} "
+                      f"{r.schedule.unit}, got {value!r}")
     if r.schedule.total <= 0:
         raise bad("schedule.total", f"expected a positive length, got {r.schedule.total}")
     if r.schedule.warmup < 0 or r.schedule.flow_start < 0:

@@ -41,6 +41,13 @@ class _OneLineErrors(TyperGroup):
         except (UserError, RunFailed) as e:
             print(e.one_line(), file=sys.stderr)
             code = e.exit_code
+        except OSError as e:  # a file the command reads or writes (read-only, missing folder,
+            # disk full): one line naming it; other OS errors are bugs and keep their traceback
+            if e.filename is None:
+                raise
+            where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+            print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+            code = 2
         except typer.Abort:
             print("error: aborted", file=sys.stderr)
             code = 130

@@ -569,3 +569,27 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     for args in cases:
         _one_error_line(runner.invoke(app, args))
     assert (tmp_path / "exists.mp4").read_bytes() == b"x"
+
+
+def test_gif_keeps_the_colour_wheel_legend_smooth(tmp_path):
+    """One 256-colour palette per GIF frame: the legend (every hue, a small area) must keep its
+    local colours (dithered), not be posterised to a few bands."""
+    h, w = 240, 320
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    flow = torch.stack([xx * 5 + torch.sin(yy * 6), yy * 5], 0)
+    panel = P.add_flow_legend(P.flow_to_rgb(flow, 6.0))  # (3, H, W) uint8, wheel bottom right
+    src = panel.permute(1, 2, 0).numpy()
+    out = tmp_path / "legend.gif"
+    with open_frame_writer(out, fps=5, num_frames=1) as writer:
+        writer.append(src)
+    got = np.asarray(Image.open(out).convert("RGB"))
+    r = min(max(min(h, w) // 8, 8), 48)
+    m = max(2, r // 4)
+    sl = (slice(h - m - 2 * r - 1, h - m), slice(w - m - 2 * r - 1, w - m))
+
+    def local_mean(a: np.ndarray) -> np.ndarray:  # 3x3 box mean, what the eye averages
+        t = torch.from_numpy(a[sl].astype(np.float32)).permute(2, 0, 1)[None]
+        return F.avg_pool2d(t, 3, stride=1).numpy()
+
+    err = float(np.abs(local_mean(got) - local_mean(src)).mean())
+    assert err < 2.5, err  # dithered: 2.05; median cut without dithering: 2.99

@@ -84,47 +84,52 @@ def davis_eval_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result tables."),
 ) -> None:
     """Propagate first-frame masks through DAVIS 2017 videos (or score PNGs) and report J&F."""
-    from rich.console import Console
-    from rich.table import Table
+    from mcjepa_cli.io.json_out import human_output_to_stderr
 
-    from mcjepa_cli.eval.davis_eval import davis_eval
-    from mcjepa_cli.eval.davis_metrics import GLOBAL_COLUMNS
+    with human_output_to_stderr(json_file):
+        from rich.console import Console
+        from rich.table import Table
 
-    console = Console()
-    if backbone == "checkpoint":  # accepted for symmetry with segment-eval
-        backbone = None
-    result = davis_eval(
-        dataset=dataset, root=root, subset=subset, resolution=resolution,
-        sequences=[s.strip() for s in sequences.split(",") if s.strip()] if sequences else None,
-        checkpoint=checkpoint, backbone=backbone, arch=arch, predictions=predictions,
-        level=level, topk=topk, n_last=n_last, radius=radius, temperature=temperature,
-        rescale=rescale,
-        size=-1 if size is None else size, device=device, output=output, json_path=json_file,
-        num_sequences=num_sequences, num_frames=num_frames,
-        synthetic_size=_parse_hw(synthetic_size, "--synthetic-size"), seed=seed,
-        log=None if quiet else (lambda s: console.print(s, markup=False, highlight=False)),
-    )
-    per_seq = Table(title=f"davis-eval {result.settings['dataset']} {result.settings['subset']}: "
-                    "per object")
-    for col in ("Sequence", "J-Mean", "F-Mean", "J&F-Mean"):
-        per_seq.add_column(col, justify="left" if col == "Sequence" else "right")
-    for s in result.objects:
-        jm, fm = s.j_stats[0], s.f_stats[0]
-        per_seq.add_row(s.name, f"{jm:.3f}", f"{fm:.3f}", f"{(jm + fm) / 2:.3f}")
-    console.print(per_seq)
-    glob = Table(title=f"global ({len(result.objects)} objects)")
-    for col in GLOBAL_COLUMNS:
-        glob.add_column(col, justify="right")
-    glob.add_row(*(f"{result.results[c]:.3f}" for c in GLOBAL_COLUMNS))
-    console.print(glob)
-    s = result.settings
-    if "model" in s:
-        console.print(
-            f"model: {s['model']}; level {s['level']} (stride {s['stride']}), topk {s['topk']}, "
-            f"n_last {s['n_last']}, radius {s['radius']}, temperature {s['temperature']}, "
-            f"rescale {s['rescale']}, size {s['size'] or 'native'}, device {s['device']}",
-            markup=False, highlight=False,
+        from mcjepa_cli.eval.davis_eval import davis_eval
+        from mcjepa_cli.eval.davis_metrics import GLOBAL_COLUMNS
+
+        console = Console()
+        if backbone == "checkpoint":  # accepted for symmetry with segment-eval
+            backbone = None
+        result = davis_eval(
+            dataset=dataset, root=root, subset=subset, resolution=resolution,
+            sequences=[s.strip() for s in sequences.split(",") if s.strip()] if sequences else None,
+            checkpoint=checkpoint, backbone=backbone, arch=arch, predictions=predictions,
+            level=level, topk=topk, n_last=n_last, radius=radius, temperature=temperature,
+            rescale=rescale,
+            size=-1 if size is None else size, device=device, output=output, json_path=json_file,
+            num_sequences=num_sequences, num_frames=num_frames,
+            synthetic_size=_parse_hw(synthetic_size, "--synthetic-size"), seed=seed,
+            log=None if quiet else (lambda s: console.print(s, markup=False, highlight=False)),
         )
-    names = ", ".join(p.name for p in result.files.values())
-    console.print(f"results: {result.output_dir} ({names}; {result.seconds:.1f} s)",
-                  markup=False, highlight=False)
+        per_seq = Table(title=f"davis-eval {result.settings['dataset']} "
+                        f"{result.settings['subset']}: per object")
+        for col in ("Sequence", "J-Mean", "F-Mean", "J&F-Mean"):
+            per_seq.add_column(col, justify="left" if col == "Sequence" else "right")
+        for s in result.objects:
+            jm, fm = s.j_stats[0], s.f_stats[0]
+            per_seq.add_row(s.name, f"{jm:.3f}", f"{fm:.3f}", f"{(jm + fm) / 2:.3f}")
+        console.print(per_seq)
+        glob = Table(title=f"global ({len(result.objects)} objects)")
+        for col in GLOBAL_COLUMNS:
+            glob.add_column(col, justify="right")
+        glob.add_row(*(f"{result.results[c]:.3f}" for c in GLOBAL_COLUMNS))
+        console.print(glob)
+        s = result.settings
+        if "model" in s:
+            console.print(
+                f"model: {s['model']}; level {s['level']} (stride {s['stride']}), topk {s['topk']}, "
+                f"n_last {s['n_last']}, radius {s['radius']}, temperature {s['temperature']}, "
+                f"rescale {s['rescale']}, size {s['size'] or 'native'}, device {s['device']}",
+                markup=False, highlight=False,
+            )
+        names = ", ".join(p.name for k, p in result.files.items() if k != "json")
+        where = f"results: {result.output_dir} ({names}; {result.seconds:.1f} s)"
+        if json_file is not None:  # --json may point anywhere: name it in full
+            where += "; JSON on stdout" if json_file == "-" else f"; JSON: {json_file}"
+        console.print(where, markup=False, highlight=False)

@@ -112,13 +112,17 @@ def flow_eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score optical flow (a checkpoint, zero flow or flow files) on a benchmark's ground truth."""
-    from mcjepa_cli.eval.flow_eval import flow_eval
+    from mcjepa_cli.io.json_out import human_output_to_stderr
 
-    rows = flow_eval(
-        dataset, root=root, pass_name=pass_name, split=split, checkpoint=checkpoint, model=model,
-        predictions=predictions, save_predictions=save_predictions, per_image=per_image,
-        per_sequence=per_sequence, batch_size=batch_size, device=device, synthetic_count=count,
-        synthetic_size=_parse_size(size), synthetic_seed=seed, json_path=json_file,
-        progress=progress,
-    )
-    print_rows(rows)
+    with human_output_to_stderr(json_file):
+        from mcjepa_cli.eval.flow_eval import flow_eval
+
+        rows = flow_eval(
+            dataset, root=root, pass_name=pass_name, split=split, checkpoint=checkpoint,
+            model=model,
+            predictions=predictions, save_predictions=save_predictions, per_image=per_image,
+            per_sequence=per_sequence, batch_size=batch_size, device=device, synthetic_count=count,
+            synthetic_size=_parse_size(size), synthetic_seed=seed, json_path=json_file,
+            progress=progress,
+        )
+        print_rows(rows)

@@ -79,38 +79,42 @@ def segment_eval_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the results."),
 ) -> None:
     """Train a linear segmentation probe on frozen features and report mIoU."""
-    from rich.console import Console
-    from rich.table import Table
+    from mcjepa_cli.io.json_out import human_output_to_stderr
 
-    from mcjepa_cli.eval.segment_eval import PAPER_MIOU, segment_eval
+    with human_output_to_stderr(json_file):
+        from rich.console import Console
+        from rich.table import Table
 
-    console = Console()
-    if backbone not in ("checkpoint", "random"):
-        raise UserError(f"--backbone {backbone}", "expected checkpoint or random")
-    result = segment_eval(
-        dataset, root=root, split=split, checkpoint=checkpoint, backbone=backbone, arch=arch,
-        preset=preset, steps=steps, batch_size=batch_size, crop_size=crop_size,
-        slide_stride=slide_stride, levels=levels, lr=lr, weight_decay=weight_decay,
-        warmup_steps=warmup_steps, cache_crops=cache_crops, cache_gb=cache_gb,
-        finetune=finetune, probe=probe, output=output, json_path=json_file, examples=examples,
-        device=device, precision=precision, workers=workers, seed=seed,
-        train_images=train_images, val_images=val_images,
-        log=None if quiet else (lambda s: console.print(s, markup=False, highlight=False)),
-    )
-    table = Table(
-        title=f"segment-eval {result.dataset} {result.split} ({result.num_images} images)")
-    table.add_column("class")
-    table.add_column("IoU (%)", justify="right")
-    for name, iou in result.per_class_iou.items():
-        table.add_row(name, "-" if iou is None else f"{100 * iou:.2f}")
-    table.add_section()
-    table.add_row("mIoU", f"{100 * result.miou:.2f}")
-    table.add_row("pixel accuracy", f"{100 * result.pixel_acc:.2f}")
-    if result.dataset in PAPER_MIOU:
-        table.add_row("paper mIoU (MC-JEPA, frozen linear)", f"{PAPER_MIOU[result.dataset]:.1f}")
-    console.print(table)
-    for n in result.notes:
-        console.print(f"[yellow]note:[/yellow] {n}", highlight=False)
-    console.print(f"backbone: {result.backbone}", markup=False, highlight=False)
-    console.print(f"report: {result.json_path}   probe: {result.probe_path}", markup=False,
-                  highlight=False)
+        from mcjepa_cli.eval.segment_eval import PAPER_MIOU, segment_eval
+
+        console = Console()
+        if backbone not in ("checkpoint", "random"):
+            raise UserError(f"--backbone {backbone}", "expected checkpoint or random")
+        result = segment_eval(
+            dataset, root=root, split=split, checkpoint=checkpoint, backbone=backbone, arch=arch,
+            preset=preset, steps=steps, batch_size=batch_size, crop_size=crop_size,
+            slide_stride=slide_stride, levels=levels, lr=lr, weight_decay=weight_decay,
+            warmup_steps=warmup_steps, cache_crops=cache_crops, cache_gb=cache_gb,
+            finetune=finetune, probe=probe, output=output, json_path=json_file, examples=examples,
+            device=device, precision=precision, workers=workers, seed=seed,
+            train_images=train_images, val_images=val_images,
+            log=None if quiet else (lambda s: console.print(s, markup=False, highlight=False)),
+        )
+        table = Table(
+            title=f"segment-eval {result.dataset} {result.split} ({result.num_images} images)")
+        table.add_column("class")
+        table.add_column("IoU (%)", justify="right")
+        for name, iou in result.per_class_iou.items():
+            table.add_row(name, "-" if iou is None else f"{100 * iou:.2f}")
+        table.add_section()
+        table.add_row("mIoU", f"{100 * result.miou:.2f}")
+        table.add_row("pixel accuracy", f"{100 * result.pixel_acc:.2f}")
+        if result.dataset in PAPER_MIOU:
+            table.add_row("paper mIoU (MC-JEPA, frozen linear)",
+                          f"{PAPER_MIOU[result.dataset]:.1f}")
+        console.print(table)
+        for n in result.notes:
+            console.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+        console.print(f"backbone: {result.backbone}", markup=False, highlight=False)
+        console.print(f"report: {result.json_path}   probe: {result.probe_path}", markup=False,
+                      highlight=False)

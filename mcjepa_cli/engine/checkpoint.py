@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,18 @@ def newest_run(runs_dir: Path | None = None) -> Path:
     return max(runs, key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
 
 
+def say_latest(path: Path) -> None:
+    """Tell the user which run ``latest`` picked (on stderr: stdout may carry ``--json -``)."""
+    print(f"latest: {path}", file=sys.stderr)
+
+
 def resolve_checkpoint(spec: str | Path) -> Path:
     """A checkpoint file, a run directory (-> ``checkpoints/last.pt``) or ``latest``."""
     text = str(spec)
     if text == "latest":
-        return newest_run() / "checkpoints" / "last.pt"
+        path = newest_run() / "checkpoints" / "last.pt"
+        say_latest(path)
+        return path
     p = Path(text).expanduser()
     if p.is_dir():
         cand = p / "checkpoints" / "last.pt"

@@ -12,7 +12,9 @@ import json
 import math
 import os
 import random
+import re
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +28,13 @@ from torch.utils.data import DataLoader
 
 from mcjepa_cli.config import Recipe, dump_recipe, recipe_from_dict, to_dict
 from mcjepa_cli.engine import distributed as du
-from mcjepa_cli.engine.checkpoint import (load_checkpoint, load_matching_weights, newest_run,
-                                          save_checkpoint)
+from mcjepa_cli.engine.checkpoint import (
+    load_checkpoint,
+    load_matching_weights,
+    newest_run,
+    save_checkpoint,
+    say_latest,
+)
 from mcjepa_cli.engine.device import resolve_device, resolve_precision
 from mcjepa_cli.engine.diagnostics import encoder_gradient_norms
 from mcjepa_cli.engine.pretrain_data import build_pretrain_datasets
@@ -61,6 +68,9 @@ class RunPlan:
     steps_per_epoch: int
 
 
+MAX_STEPS = 10**9  # a sanity bound on a run's length (a billion optimiser steps)
+
+
 def plan_schedule(recipe: Recipe, n_images: int | None) -> RunPlan:
     """Convert the recipe's schedule (steps or epochs) into step counts."""
     s = recipe.schedule
@@ -76,6 +86,9 @@ def plan_schedule(recipe: Recipe, n_images: int | None) -> RunPlan:
             raise UserError("schedule.steps_per_epoch",
                             "needed when unit is 'epochs' and there is no content data")
         conv = float(spe)
+    if s.total * conv > MAX_STEPS:
+        raise UserError("schedule.total", f"{s.total:g} {s.unit} is {s.total * conv:.3g} steps; "
+                        f"expected at most {MAX_STEPS:,} steps")
     total = max(1, int(round(s.total * conv)))
     return RunPlan(total, int(round(s.warmup * conv)), int(round(s.flow_start * conv)), spe)
 
@@ -145,6 +158,39 @@ def _to_float(v: torch.Tensor | float) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
 
+def _worker_ignores_termination(worker_id: int) -> None:
+    """DataLoader worker init: leave SIGTERM to the main process.
+
+    Schedulers (Slurm, Kubernetes, ``timeout``) signal the whole process group at preemption.
+    A worker that died of that SIGTERM would make the main process fail with a DataLoader error
+    before it could save; ignoring it lets the main process checkpoint and exit 143, after which
+    the workers end on their own (PyTorch's workers exit when their parent is gone). SIGTERM was
+    blocked while the workers were forked (see ``_forking_workers``); unblock it now that it
+    is ignored.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+class _forking_workers:
+    """Block SIGTERM in the main process while DataLoader workers start.
+
+    A forked worker inherits the mask, so a group-wide SIGTERM that arrives before the worker
+    runs ``_worker_ignores_termination`` stays pending in it instead of killing it; in the main
+    process the signal is delivered when the block ends.
+    """
+
+    def __enter__(self) -> None:
+        self._blocked = hasattr(signal, "pthread_sigmask")
+        if self._blocked:
+            self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
 class _Signals:
     """Records SIGINT/SIGTERM so the loop can checkpoint and exit cleanly (130 / 143)."""
 
@@ -174,6 +220,7 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
     if resume:
         if resume == "latest":
             run_dir = newest_run()
+            say_latest(run_dir)
         else:
             p = Path(resume)
             if p.is_file():
@@ -187,6 +234,11 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
     run_dir = Path(output) if output else Path("runs") / f"{name}-{_timestamp()}"
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(run_dir, "expected a run directory, found a file")
+    try:  # fail now, with one line, where the folder cannot be made (a path through a file,
+        # a read-only or pseudo file system), not after the model and data are built
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(run_dir, f"cannot create the run directory ({e.strerror or e})") from None
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UserError(run_dir, "run directory exists; pass --resume to continue it or --overwrite to replace it")
     return run_dir, None
@@ -209,26 +261,49 @@ def _keep_copy(last: Path, target: Path, state: dict[str, Any]) -> None:
         save_checkpoint(target, state)
 
 
-RUN_OUTPUTS = ("checkpoints", "tensorboard", "metrics.jsonl", "summary.json", "summary.md",
-               "recipe.yaml")
+RUN_FILES = ("metrics.jsonl", "summary.json", "summary.md", "recipe.yaml")
+_CHECKPOINT_NAME = re.compile(r"(last|step_\d+)\.pt")  # what save() writes
+_TEMP_NAME = re.compile(r"\..+\.tmp-.*")  # io.atomic.atomic_path and _keep_copy temporaries
+_EVENTS_NAME = re.compile(r"events\.out\.tfevents\..+")  # TensorBoard's event files
 
 
-def _clean_run_dir(run_dir: Path, fresh: bool) -> None:
+def _run_written(run_dir: Path) -> list[Path]:
+    """The files in ``run_dir`` that a run writes; nothing else in it is ever removed."""
+    found = [run_dir / n for n in RUN_FILES
+             if (run_dir / n).is_file() or (run_dir / n).is_symlink()]
+    ckdir, tbdir = run_dir / "checkpoints", run_dir / "tensorboard"
+    if ckdir.is_dir() and not ckdir.is_symlink():
+        found += sorted(p for p in ckdir.iterdir()
+                        if (p.is_file() or p.is_symlink())
+                        and (_CHECKPOINT_NAME.fullmatch(p.name) or _TEMP_NAME.fullmatch(p.name)))
+    if tbdir.is_dir() and not tbdir.is_symlink():
+        found += sorted(p for p in tbdir.iterdir()
+                        if (p.is_file() or p.is_symlink()) and _EVENTS_NAME.fullmatch(p.name))
+    return found
+
+
+def _clean_run_dir(run_dir: Path, fresh: bool) -> list[Path]:
     """Remove what a previous run left: its outputs when starting afresh (``--overwrite``), and
-    always the temporary files of checkpoint writes cut short by a kill."""
-    import shutil
+    always the temporary files of checkpoint writes cut short by a kill.
 
-    if fresh:
-        for name in RUN_OUTPUTS:
-            target = run_dir / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
+    Only names that runs write are removed (``last.pt``, ``step_*.pt``, the temporaries of
+    atomic writes, TensorBoard event files, ``metrics.jsonl``, ``summary.*``, ``recipe.yaml``);
+    a user's own files anywhere in the folder are kept. Returns what was removed.
+    """
     ckdir = run_dir / "checkpoints"
-    if ckdir.is_dir():
-        for tmp in ckdir.glob(".*.tmp-*"):  # names made by io.atomic.atomic_path
-            tmp.unlink(missing_ok=True)
+    if fresh:
+        removed = _run_written(run_dir)
+    elif ckdir.is_dir():
+        removed = [p for p in ckdir.iterdir() if p.is_file() and _TEMP_NAME.fullmatch(p.name)]
+    else:
+        removed = []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if fresh:
+        for folder in (ckdir, run_dir / "tensorboard"):  # left only where now empty
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()
+    return removed
 
 
 def pretrain(recipe: Recipe | None, *, output: str | None = None, resume: str | None = None,
@@ -272,7 +347,12 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             raise UserError(resume_ckpt, f"cannot resume: the checkpoint has no {' or '.join(lacking)} "
                             "(evaluate it with --checkpoint, or start a new run)")
     if main:
-        _clean_run_dir(run_dir, fresh=resume_ckpt is None and overwrite)
+        removed = _clean_run_dir(run_dir, fresh=resume_ckpt is None and overwrite)
+        if removed and resume_ckpt is None and overwrite:
+            shown = ", ".join(str(p.relative_to(run_dir)) for p in removed[:8])
+            more = f" and {len(removed) - 8} more" if len(removed) > 8 else ""
+            print(f"--overwrite: removed {len(removed)} file(s) of the previous run in {run_dir}: "
+                  f"{shown}{more}", file=sys.stderr)
     # batch sizes are global: each rank takes its share
     for key, value in (("data.flow_batch_size", recipe.data.flow_batch_size),
                        ("data.image_batch_size", recipe.data.image_batch_size)):
@@ -313,6 +393,8 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_step = int(ckpt["step"])
+        if start_step >= plan.total_steps:
+            return _already_finished(run_dir, start_step, plan.total_steps, main)
     step_module: nn.Module = PretrainStep(model, recipe.loss)
     if distributed:
         step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None,
@@ -328,10 +410,12 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                                    world_size=world, start_step=start_step, total_steps=plan.total_steps)
         return iter(DataLoader(KeyedDataset(ds, seed * 104729 + salt), batch_sampler=sampler,
                                num_workers=nw, persistent_workers=False,
+                               worker_init_fn=_worker_ignores_termination if nw else None,
                                pin_memory=device.type == "cuda", prefetch_factor=4 if nw else None))
 
-    flow_iter = loader(flow_ds, flow_local, 1) if flow_ds is not None else None
-    image_iter = loader(image_ds, image_local, 2) if use_content else None
+    with _forking_workers():
+        flow_iter = loader(flow_ds, flow_local, 1) if flow_ds is not None else None
+        image_iter = loader(image_ds, image_local, 2) if use_content else None
     # model-side randomness (VC sampling, drop path) per rank; set *after* the DataLoader
     # iterators exist, since creating one draws from the global RNG
     torch.manual_seed(recipe.train.seed + 1000 * rank)
@@ -512,6 +596,21 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
         summary["wall_time_s"] = wall
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
+    return summary
+
+
+def _already_finished(run_dir: Path, step: int, total: int, main: bool) -> dict[str, Any]:
+    """``--resume`` of a run that has done all its steps: touch nothing, return its summary."""
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": total}
+    try:
+        saved = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        if isinstance(saved, dict):
+            summary = saved
+    except (OSError, ValueError):
+        pass
+    if main:
+        print(f"{run_dir}: the run already finished (step {step} of {total}); nothing to resume, "
+              "no file changed", file=sys.stderr)
     return summary
 
 
@@ -708,13 +807,27 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.table import Column
 
-            self.prog = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[terms]}"), console=self.console,
-                                 transient=False)
+            # the step count, times and ETA keep their width; the bar takes what is left up to
+            # 30 columns, and the loss terms only what remains after that (cut with an
+            # ellipsis), so at 80 columns nothing that matters is crowded out
+            self.prog = Progress(
+                TextColumn("pretrain"), BarColumn(bar_width=None, table_column=Column(
+                    min_width=10, max_width=30, ratio=1)),
+                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[terms]}", table_column=Column(
+                    no_wrap=True, overflow="ellipsis", min_width=0, ratio=2)),
+                console=self.console, transient=False, expand=True)
             self.prog.__enter__()
             self.task = self.prog.add_task("pretrain", total=self.total, completed=self.start, terms="")
         return self

@@ -34,6 +34,7 @@ from mcjepa_cli.eval.davis_metrics import (
 from mcjepa_cli.eval.propagation import labels_to_onehot, propagate_sequence, resize_labels
 from mcjepa_cli.io.atomic import atomic_write_text
 from mcjepa_cli.io.images import read_label_png, write_palette_png
+from mcjepa_cli.io.json_out import write_json_text
 
 DATASETS = ("davis", "synthetic")
 DEFAULT_SIZE = {"davis": 480, "synthetic": None}  # None: the clips' rendered size
@@ -362,7 +363,7 @@ def davis_eval(
     if json_path is not None:
         files["json"] = Path(json_path)
         payload = {k: results[k] for k in GLOBAL_COLUMNS}
-        atomic_write_text(files["json"], json.dumps(payload, indent=2) + "\n")
+        write_json_text(files["json"], json.dumps(payload, indent=2) + "\n")
     return DavisEvalResult(results, objects, out_dir, files, settings, time.perf_counter() - start)
 
 

@@ -31,8 +31,8 @@ from mcjepa_cli.data.flow_eval_datasets import (
 )
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.eval.flow_metrics import FlowMetricAccumulator, image_stats
-from mcjepa_cli.io.atomic import atomic_write_text
 from mcjepa_cli.io.flow_io import FLOW_EXTENSIONS, read_flow, write_flo, write_kitti_png
+from mcjepa_cli.io.json_out import write_json_text
 
 
 class FlowModel(Protocol):
@@ -297,8 +297,8 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
 
 
 def write_rows_json(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write result rows as a JSON list, atomically."""
-    atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+    """Write result rows as a JSON list, atomically (``-``: to standard output)."""
+    write_json_text(path, json.dumps(rows, indent=2) + "\n")
 
 
 __all__ = ["FlowModel", "flow_eval", "write_rows_json"]

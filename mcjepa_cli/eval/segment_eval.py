@@ -45,6 +45,7 @@ from mcjepa_cli.eval.linear_probe import (
 from mcjepa_cli.eval.seg_metrics import ConfusionMeter
 from mcjepa_cli.io.atomic import atomic_path, atomic_write_text
 from mcjepa_cli.io.images import voc_palette, write_png
+from mcjepa_cli.io.json_out import write_json_text
 
 PROBE_FORMAT = "mcjepa-seg-probe"
 PROBE_VERSION = 1
@@ -501,5 +502,5 @@ def segment_eval(
     text = json.dumps(result.to_json(), indent=2) + "\n"
     atomic_write_text(out_dir / "results.json", text)
     if json_path is not None:
-        atomic_write_text(json_path, text)
+        write_json_text(json_path, text)
     return result

@@ -6,6 +6,7 @@ A crash or a kill during a write leaves either the old file or the new one, neve
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     extension-sniffing writers pick the right format.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.tmp-", suffix=path.suffix if suffix is None else suffix,
         dir=path.parent,
@@ -30,10 +31,12 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results get the usual permissions
+    mode = 0o666 & ~umask  # mkstemp creates 0600; results get the usual permissions
+    os.chmod(tmp, mode)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # some writers (safetensors) recreate the file as 0600
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -41,6 +44,17 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p`` whose failure names the folder and says why in words (OSError kept)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir -p through a file ("afile.txt/sub")
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       folder)
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder: cannot write "
+                                 "inside it", str(blocker)) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

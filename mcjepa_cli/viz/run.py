@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mcjepa_cli.errors import UserError
+from mcjepa_cli.io.atomic import make_folder
 from mcjepa_cli.io.images import IMAGE_EXTENSIONS, read_image, read_label_png, voc_palette
 from mcjepa_cli.viz import panels as P
 from mcjepa_cli.viz.writer import OUTPUT_EXTENSIONS, open_frame_writer, output_kind
@@ -626,6 +627,7 @@ def visualize(
                 output, "already exists; pass --overwrite to replace it, or choose --output"
             )
     output = Path(output)
+    make_folder(output.parent)  # before any work: an unwritable place fails now, in one line
     out_fps = (
         fps if fps is not None else (clip.fps if clip is not None and clip.fps else FOLDER_FPS)
     )
@@ -721,8 +723,10 @@ def _render_panel(
         occ = an.occluded[t]
         pct = 100.0 * float(occ.float().mean())
         return P.occlusion_panel(clip.frames[t], occ), [
-            f"occluded (fw-bw check) {pct:.1f}%",
-            f"occluded {pct:.1f}%",
+            # the colour says what red means; a high share early in training means the forward
+            # and backward flows do not agree yet, not that much of the scene is hidden
+            f"red = occluded: fw/bw flows disagree ({pct:.1f}%)",
+            f"red = occluded {pct:.1f}%",
             f"{pct:.0f}%",
         ]
     if name == "error":

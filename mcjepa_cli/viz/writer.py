@@ -147,7 +147,7 @@ class _Mp4Writer(FrameWriter):
 
 
 class _GifWriter(FrameWriter):
-    """Animated GIF via PIL (adaptive palette per frame, endless loop).
+    """Animated GIF via PIL (adaptive palette per frame, dithered, endless loop).
 
     GIF delays are whole centiseconds, so the frame rate is rounded to the nearest 10 ms.
     """
@@ -158,9 +158,13 @@ class _GifWriter(FrameWriter):
         self._frames: list[Image.Image] = []
 
     def _add(self, arr: np.ndarray) -> None:
-        self._frames.append(
-            Image.fromarray(arr).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        )
+        # A GIF frame has 256 colours. Median cut spends them where most pixels are, so the
+        # small colour-wheel legend (every hue) was posterised to a few bands; Floyd-Steinberg
+        # dithering against the same palette keeps its local average colours (3x3-mean error
+        # in the legend 2.05 vs 2.99, over a whole flow panel 1.4 vs 3.6; tests/test_visualize.py)
+        img = Image.fromarray(arr)
+        palette = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        self._frames.append(img.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG))
 
     def _finish(self) -> None:
         if not self._frames:
