@@ -244,3 +244,17 @@ def test_progress_bar_keeps_step_count_and_eta_at_narrow_widths(width):
     assert len(last) <= width
     assert "13001/26000" in last and "ETA" in last and "━" in last  # count, ETA, the bar
     assert "loss=" in last
+
+
+def test_a_failed_run_with_loader_workers_exits_instead_of_waiting_for_them(tmp_path):
+    """The workers ignore SIGTERM; a run that fails while they live must still stop them and
+    exit (multiprocessing's exit handler would SIGTERM them and wait forever)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mcjepa_cli", "pretrain", "quickstart",
+           *tiny_args("schedule.total=50", "data.num_workers=2", "train.inject_nan_at=[1]",
+                      "train.max_nonfinite_steps=1", FLOW_ONLY),
+           "--output", str(run), "--no-progress"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                       timeout=DEADLINE_S)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "non-finite" in p.stderr and "Traceback" not in p.stderr

@@ -173,6 +173,22 @@ def _worker_ignores_termination(worker_id: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
+_LIVE_LOADERS: list[Any] = []  # DataLoader iterators of the running pretrain() call
+
+
+def _shutdown_loaders() -> None:
+    """Stop the DataLoader workers now, on every way out of ``pretrain`` (an error included).
+
+    The workers ignore SIGTERM (``_worker_ignores_termination``), so they must not be left to
+    multiprocessing's exit handler, which stops daemonic children with SIGTERM and then waits
+    for them: it would wait forever. PyTorch's own shutdown asks each worker to finish.
+    """
+    while _LIVE_LOADERS:
+        shutdown = getattr(_LIVE_LOADERS.pop(), "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
 class _forking_workers:
     """Block SIGTERM in the main process while DataLoader workers start.
 
@@ -330,6 +346,7 @@ def pretrain(recipe: Recipe | None, *, output: str | None = None, resume: str | 
     try:
         return _pretrain(recipe, device, output, resume, overwrite, show_progress, distributed)
     finally:
+        _shutdown_loaders()
         du.shutdown()
 
 
@@ -408,10 +425,12 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     def loader(ds, local_batch: int, salt: int):
         sampler = StepBatchSampler(len(ds), local_batch, seed=seed * 7919 + salt, rank=rank,
                                    world_size=world, start_step=start_step, total_steps=plan.total_steps)
-        return iter(DataLoader(KeyedDataset(ds, seed * 104729 + salt), batch_sampler=sampler,
-                               num_workers=nw, persistent_workers=False,
-                               worker_init_fn=_worker_ignores_termination if nw else None,
-                               pin_memory=device.type == "cuda", prefetch_factor=4 if nw else None))
+        it = iter(DataLoader(KeyedDataset(ds, seed * 104729 + salt), batch_sampler=sampler,
+                             num_workers=nw, persistent_workers=False,
+                             worker_init_fn=_worker_ignores_termination if nw else None,
+                             pin_memory=device.type == "cuda", prefetch_factor=4 if nw else None))
+        _LIVE_LOADERS.append(it)
+        return it
 
     with _forking_workers():
         flow_iter = loader(flow_ds, flow_local, 1) if flow_ds is not None else None
