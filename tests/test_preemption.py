@@ -258,3 +258,14 @@ def test_a_failed_run_with_loader_workers_exits_instead_of_waiting_for_them(tmp_
                        timeout=DEADLINE_S)
     assert p.returncode == 1, p.stderr[-3000:]
     assert "non-finite" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_periodic_checkpoints_are_ordered_by_step_number_and_user_files_are_not_among_them(
+        tmp_path):
+    from mcjepa_cli.engine.trainer import periodic_checkpoints
+
+    for name in ("step_9999999.pt", "step_10000000.pt", "step_0000500.pt", "step_best.pt",
+                 "last.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    got = [p.name for p in periodic_checkpoints(tmp_path)]
+    assert got == ["step_0000500.pt", "step_9999999.pt", "step_10000000.pt"]

@@ -283,6 +283,13 @@ _TEMP_NAME = re.compile(r"\..+\.tmp-.*")  # io.atomic.atomic_path and _keep_copy
 _EVENTS_NAME = re.compile(r"events\.out\.tfevents\..+")  # TensorBoard's event files
 
 
+def periodic_checkpoints(ckdir: Path) -> list[Path]:
+    """The run's ``step_<N>.pt`` files, oldest step first (by number: ``step_10000000.pt`` is
+    newer than ``step_9999999.pt``); a user's ``step_best.pt`` is not one of them."""
+    found = [p for p in ckdir.glob("step_*.pt") if re.fullmatch(r"step_\d+\.pt", p.name)]
+    return sorted(found, key=lambda p: int(p.stem[len("step_"):]))
+
+
 def _run_written(run_dir: Path) -> list[Path]:
     """The files in ``run_dir`` that a run writes; nothing else in it is ever removed."""
     found = [run_dir / n for n in RUN_FILES
@@ -469,7 +476,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
         save_checkpoint(ckdir / "last.pt", state)
         if periodic:
             _keep_copy(ckdir / "last.pt", ckdir / f"step_{step:07d}.pt", state)
-            olds = sorted(ckdir.glob("step_*.pt"))
+            olds = periodic_checkpoints(ckdir)
             for old in olds[: max(0, len(olds) - recipe.train.keep_checkpoints)]:
                 old.unlink(missing_ok=True)
 
