@@ -8,6 +8,7 @@ non-finite steps, stops cleanly on SIGINT/SIGTERM, and resumes exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,22 +191,22 @@ def _shutdown_loaders() -> None:
             shutdown()
 
 
-class _forking_workers:
+@contextlib.contextmanager
+def _forking_workers() -> Iterator[None]:
     """Block SIGTERM in the main process while DataLoader workers start.
 
     A forked worker inherits the mask, so a group-wide SIGTERM that arrives before the worker
     runs ``_worker_ignores_termination`` stays pending in it instead of killing it; in the main
     process the signal is delivered when the block ends.
     """
-
-    def __enter__(self) -> None:
-        self._blocked = hasattr(signal, "pthread_sigmask")
-        if self._blocked:
-            self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._blocked:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _Signals:
@@ -278,7 +280,7 @@ def _keep_copy(last: Path, target: Path, state: dict[str, Any]) -> None:
 
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "summary.md", "recipe.yaml")
-_CHECKPOINT_NAME = re.compile(r"(last|step_\d+)\.pt")  # what save() writes
+_STEP_NAME = re.compile(r"step_\d+\.pt")  # save()'s periodic copies; last.pt is the other
 _TEMP_NAME = re.compile(r"\..+\.tmp-.*")  # io.atomic.atomic_path and _keep_copy temporaries
 _EVENTS_NAME = re.compile(r"events\.out\.tfevents\..+")  # TensorBoard's event files
 
@@ -286,7 +288,7 @@ _EVENTS_NAME = re.compile(r"events\.out\.tfevents\..+")  # TensorBoard's event f
 def periodic_checkpoints(ckdir: Path) -> list[Path]:
     """The run's ``step_<N>.pt`` files, oldest step first (by number: ``step_10000000.pt`` is
     newer than ``step_9999999.pt``); a user's ``step_best.pt`` is not one of them."""
-    found = [p for p in ckdir.glob("step_*.pt") if re.fullmatch(r"step_\d+\.pt", p.name)]
+    found = [p for p in ckdir.glob("step_*.pt") if _STEP_NAME.fullmatch(p.name)]
     return sorted(found, key=lambda p: int(p.stem[len("step_"):]))
 
 
@@ -298,7 +300,8 @@ def _run_written(run_dir: Path) -> list[Path]:
     if ckdir.is_dir() and not ckdir.is_symlink():
         found += sorted(p for p in ckdir.iterdir()
                         if (p.is_file() or p.is_symlink())
-                        and (_CHECKPOINT_NAME.fullmatch(p.name) or _TEMP_NAME.fullmatch(p.name)))
+                        and (p.name == "last.pt" or _STEP_NAME.fullmatch(p.name)
+                             or _TEMP_NAME.fullmatch(p.name)))
     if tbdir.is_dir() and not tbdir.is_symlink():
         found += sorted(p for p in tbdir.iterdir()
                         if (p.is_file() or p.is_symlink()) and _EVENTS_NAME.fullmatch(p.name))
@@ -371,8 +374,9 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             raise UserError(resume_ckpt, f"cannot resume: the checkpoint has no {' or '.join(lacking)} "
                             "(evaluate it with --checkpoint, or start a new run)")
     if main:
-        removed = _clean_run_dir(run_dir, fresh=resume_ckpt is None and overwrite)
-        if removed and resume_ckpt is None and overwrite:
+        fresh = resume_ckpt is None and overwrite
+        removed = _clean_run_dir(run_dir, fresh=fresh)
+        if removed and fresh:
             shown = ", ".join(str(p.relative_to(run_dir)) for p in removed[:8])
             more = f" and {len(removed) - 8} more" if len(removed) > 8 else ""
             print(f"--overwrite: removed {len(removed)} file(s) of the previous run in {run_dir}: "
