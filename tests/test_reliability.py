@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO, tiny_args
 from mcjepa_cli.engine.checkpoint import load_checkpoint
+from mcjepa_cli.engine.run_lock import LOCK_NAME
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.main import app
 
@@ -270,10 +271,11 @@ def test_single_nan_is_skipped_logged_and_outputs_are_atomic(tmp_path, monkeypat
     moved = max((ck[2]["model"][n] - w).abs().max().item() for n, w in ck[1]["model"].items())
     assert moved > 0  # control: a good step does change the weights
     assert ck[3]["optimizer"]["state"][0]["step"] == ck[2]["optimizer"]["state"][0]["step"] == 2
-    # every result file arrived by an atomic rename (metrics.jsonl is an append-only log and
-    # tensorboard/ belongs to TensorBoard)
+    # every result file arrived by an atomic rename (metrics.jsonl is an append-only log,
+    # tensorboard/ belongs to TensorBoard and the run lock holds no result)
     for p in run.rglob("*"):
-        if p.is_file() and p.name != "metrics.jsonl" and "tensorboard" not in p.parts:
+        if (p.is_file() and p.name not in ("metrics.jsonl", LOCK_NAME)
+                and "tensorboard" not in p.parts):
             assert p.resolve() in renamed, f"{p} was not written atomically"
 
 

@@ -9,6 +9,7 @@ under ``runs/``).
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -31,8 +32,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                "mcjepa_version": __version__, **state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as e:  # torch's writer reports a failed write (disk full, file too
+        # large) as a RuntimeError: give it the file's name like any other failed write
+        if not any(k in str(e) for k in ("write", "inline_container", "unexpected pos")):
+            raise
+        raise OSError(errno.EIO, "the file could not be written (disk full, or a file size "
+                      "limit?); the previous checkpoint there is intact", str(path)) from None
 
 
 def newest_run(runs_dir: Path | None = None) -> Path:

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import secrets
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ from mcjepa_cli.engine.checkpoint import (
 from mcjepa_cli.engine.device import resolve_device, resolve_precision
 from mcjepa_cli.engine.diagnostics import encoder_gradient_norms
 from mcjepa_cli.engine.pretrain_data import build_pretrain_datasets
+from mcjepa_cli.engine.run_lock import RunLock, is_run_dir, user_files
 from mcjepa_cli.engine.sampling import KeyedDataset, StepBatchSampler
 from mcjepa_cli.engine.schedules import warmup_cosine
 from mcjepa_cli.errors import RunFailed, UserError
@@ -234,7 +236,12 @@ class _Signals:
 
 def prepare_run_dir(name: str, output: str | None, resume: str | None,
                     overwrite: bool) -> tuple[Path, Path | None]:
-    """Choose the run directory and the checkpoint to resume from (if any)."""
+    """Choose the run directory and the checkpoint to resume from (if any).
+
+    A run writes only into a new or empty folder or into a run directory (``is_run_dir``):
+    ``--overwrite`` and ``--resume ... --output`` refuse any other non-empty folder, and a
+    checkpoint that does not sit in a run directory resumes only with ``--output``.
+    """
     if resume:
         if resume == "latest":
             run_dir = newest_run()
@@ -242,13 +249,18 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
         else:
             p = Path(resume)
             if p.is_file():
-                run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
-                return (Path(output) if output else run_dir), p
+                own = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+                if output:
+                    return _resume_output(Path(output), own), p
+                if not is_run_dir(own):
+                    raise UserError(p, "is not in an mcjepa run directory (no checkpoints/last.pt "
+                                    "beside it): pass --output to choose where the resumed run writes")
+                return own, p
             run_dir = p
         ckpt = run_dir / "checkpoints" / "last.pt"
         if not ckpt.is_file():
             raise UserError(run_dir, "cannot resume: no checkpoints/last.pt in this run directory")
-        return (Path(output) if output else run_dir), ckpt
+        return (_resume_output(Path(output), run_dir) if output else run_dir), ckpt
     run_dir = Path(output) if output else Path("runs") / f"{name}-{_timestamp()}"
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(run_dir, "expected a run directory, found a file")
@@ -257,9 +269,29 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(run_dir, f"cannot create the run directory ({e.strerror or e})") from None
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise UserError(run_dir, "run directory exists; pass --resume to continue it or --overwrite to replace it")
+    if user_files(run_dir):
+        if not overwrite:
+            raise UserError(run_dir, "run directory exists; pass --resume to continue it or "
+                            "--overwrite to replace it")
+        if not is_run_dir(run_dir):
+            raise UserError(run_dir, "is not an mcjepa run directory (no checkpoints/last.pt): "
+                            "--overwrite replaces only runs; choose a new or empty --output")
     return run_dir, None
+
+
+def _resume_output(output: Path, own: Path) -> Path:
+    """``--output`` of a resumed run: the checkpoint's own run directory or a new or empty
+    folder; never a folder of other files, nor another run's."""
+    if output.exists() and not output.is_dir():
+        raise UserError(output, "expected a run directory, found a file")
+    same = output.exists() and own.exists() and output.resolve() == own.resolve()
+    if not same and user_files(output):
+        hint = (f" (to continue the run there: --resume {output})" if is_run_dir(output)
+                else "")
+        what = "another run's directory" if hint else "a folder of other files"
+        raise UserError(output, f"is {what}: a resumed run writes into its own run directory or "
+                        f"a new or empty --output{hint}")
+    return output
 
 
 def _keep_copy(last: Path, target: Path, state: dict[str, Any]) -> None:
@@ -269,7 +301,7 @@ def _keep_copy(last: Path, target: Path, state: dict[str, Any]) -> None:
     file into place, never rewritten, so the link keeps this step's content. Where links are
     not supported the checkpoint is saved again.
     """
-    tmp = target.with_name(f".{target.name}.tmp-link")
+    tmp = target.with_name(f".{target.name}.tmp-link-{secrets.token_hex(4)}")
     try:
         tmp.unlink(missing_ok=True)
         os.link(last, tmp)
@@ -365,6 +397,50 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     rank, world = du.rank(), du.world_size()
     main = rank == 0
     run_dir, resume_ckpt = prepare_run_dir(recipe.name, output, resume, overwrite)
+    lock = RunLock(run_dir)
+    try:
+        return _locked_pretrain(recipe, device, run_dir, resume_ckpt, lock, show_progress,
+                                distributed)
+    finally:
+        lock.release()
+
+
+def _check_run_paths(run_dir: Path) -> None:
+    """Refuse, before any work, a run directory where a name the run writes is taken by
+    something else (``recipe.yaml`` a folder, ``checkpoints`` a file)."""
+    for name in (*RUN_FILES, "checkpoints/last.pt"):
+        path = run_dir / name
+        if path.is_dir():
+            raise UserError(path, "expected a file the run writes, found a folder: move it away")
+    for name in ("checkpoints", "tensorboard"):
+        path = run_dir / name
+        if path.exists() and not path.is_dir():
+            raise UserError(path, "expected the run's folder, found a file: move it away")
+
+
+def _take_lock(lock: RunLock, main: bool, device: torch.device) -> None:
+    """Rank 0 takes the run directory's lock; every rank stops with it when it is held."""
+    refused: UserError | None = None
+    if main:
+        try:
+            lock.acquire()
+        except UserError as e:
+            refused = e
+    if du.max_int(int(refused is not None), device):
+        raise refused or UserError(lock.path.parent, "the run directory is locked by another "
+                                   "process (see rank 0's message)")
+    if main and lock.previous_holder:
+        print(f"run lock: took over from {lock.previous_holder} (no longer running)",
+              file=sys.stderr)
+
+
+def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
+                     resume_ckpt: Path | None, lock: RunLock, show_progress: bool,
+                     distributed: bool) -> dict[str, Any]:
+    rank, world = du.rank(), du.world_size()
+    main = rank == 0
+    _take_lock(lock, main, device)
+    _check_run_paths(run_dir)
     ckpt: dict[str, Any] | None = None
     if resume_ckpt is not None:
         ckpt = load_checkpoint(resume_ckpt)
@@ -374,7 +450,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             raise UserError(resume_ckpt, f"cannot resume: the checkpoint has no {' or '.join(lacking)} "
                             "(evaluate it with --checkpoint, or start a new run)")
     if main:
-        fresh = resume_ckpt is None and overwrite
+        fresh = resume_ckpt is None  # a non-empty folder got here only with --overwrite
         removed = _clean_run_dir(run_dir, fresh=fresh)
         if removed and fresh:
             shown = ", ".join(str(p.relative_to(run_dir)) for p in removed[:8])
@@ -413,6 +489,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     start_step = 0
     if ckpt is not None:
+        start_step = _resume_step(ckpt, resume_ckpt)
         load_matching_weights(model, ckpt["model"], resume_ckpt, recipe.model.encoder.arch)
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -420,7 +497,6 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             raise UserError(resume_ckpt, f"cannot resume: its optimizer state does not fit ({e})") from None
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        start_step = int(ckpt["step"])
         if start_step >= plan.total_steps:
             return _already_finished(run_dir, start_step, plan.total_steps, main)
     step_module: nn.Module = PretrainStep(model, recipe.loss)
@@ -452,7 +528,11 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     random.seed(recipe.train.seed + 1000 * rank)
     if ckpt is not None and ckpt.get("rng"):
         states = ckpt["rng"]
-        _set_rng_state(states[rank] if rank < len(states) else states[0], device)
+        try:
+            _set_rng_state(states[rank] if rank < len(states) else states[0], device)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise UserError(resume_ckpt, "cannot resume exactly: its random-number state is "
+                            f"malformed ({type(e).__name__}: {e})") from None
 
     logger = _RunLogger(run_dir, recipe, main, start_step, resume=ckpt is not None)
     if main:
@@ -474,6 +554,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             "step": step,
             "rng": rng,
             "world_size": world,
+            "skipped_steps": skipped_total,
         }
         ckdir = run_dir / "checkpoints"
         # last.pt first, so that it is always the newest complete checkpoint
@@ -487,7 +568,8 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
     stat_buffers = list(model.buffers())
     t0 = time.time()
     consecutive_bad = 0
-    skipped_total = 0
+    skipped_total = ckpt.get("skipped_steps", 0) if ckpt is not None else 0
+    skipped_total = skipped_total if isinstance(skipped_total, int) else 0
     last_log_t, last_log_step = time.time(), start_step
     terms_f: dict[str, float] = {}
     eval_pairs = None  # held-out pairs, rendered at the first evaluation and reused
@@ -531,6 +613,7 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
             loss_ok = bool(torch.isfinite(loss.detach()).all().item())
             grad_ok = True
             bad = du.any_true(not loss_ok, device)
+            scaled = not bad  # the scaler has seen this step (update() only after scale())
             grad_norm = torch.zeros(())
             diag = recipe.train.grad_norms_every
             if not bad and diag and (step + 1) % diag == 0:
@@ -550,8 +633,8 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
                 with torch.no_grad():
                     for buf, saved in zip(stat_buffers, saved_buffers, strict=True):
                         buf.copy_(saved)
-                if scaler.is_enabled():
-                    scaler.update()
+                if scaler.is_enabled() and scaled:
+                    scaler.update()  # lowers the fp16 loss scale after an overflow
                 culprits = [k for k, v in terms_f.items() if not math.isfinite(v)]
                 if not culprits:  # every term finite: the total, the gradient, or another rank
                     culprits = ["loss"] if not loss_ok else ["gradient"] if not grad_ok else ["other rank"]
@@ -627,6 +710,17 @@ def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: 
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
     return summary
+
+
+def _resume_step(ckpt: dict[str, Any], path: Path | None) -> int:
+    """The checkpoint's step, checked: a whole number >= 0 (a tensor holding one is fine)."""
+    value = ckpt["step"]
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(path or "checkpoint", f"cannot resume: its step is {value!r:.60}, "
+                        "expected a whole number >= 0")
+    return value
 
 
 def _already_finished(run_dir: Path, step: int, total: int, main: bool) -> dict[str, Any]:
@@ -739,6 +833,28 @@ def _summary_markdown(recipe: Recipe, s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _metrics_up_to(path: Path, step: int) -> tuple[list[str], int]:
+    """The records of ``metrics.jsonl`` up to ``step`` (those after it were written after the
+    resumed checkpoint, before a kill), and how many lines were not records (not UTF-8, not a
+    JSON object, no whole-number step) besides a final line cut short by a kill."""
+    kept, bad = [], 0
+    lines = path.read_bytes().split(b"\n")
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            rec_step = rec["step"]
+            if isinstance(rec_step, bool) or not isinstance(rec_step, int):
+                raise TypeError(rec_step)
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+            bad += i < len(lines) - 1  # the last line may be half-written by a kill: not "bad"
+            continue
+        if rec_step <= step:
+            kept.append(raw.decode("utf-8"))
+    return kept, bad
+
+
 class _RunLogger:
     """Rank-aware run outputs: recipe.yaml, metrics.jsonl, TensorBoard, console, progress bar."""
 
@@ -757,13 +873,10 @@ class _RunLogger:
         self.metrics_path = run_dir / "metrics.jsonl"
         if resume and self.metrics_path.exists():
             # drop records past the resumed checkpoint (written after it, before a kill)
-            kept = []
-            for line in self.metrics_path.read_text().splitlines():
-                try:
-                    if int(json.loads(line).get("step", 0)) <= start_step:
-                        kept.append(line)
-                except (ValueError, AttributeError):
-                    continue
+            kept, bad = _metrics_up_to(self.metrics_path, start_step)
+            if bad:
+                print(f"{self.metrics_path}: skipped {bad} malformed line(s) (not JSON records "
+                      "with a step); the other records are kept", file=sys.stderr)
             atomic_write_text(self.metrics_path, "".join(k + "\n" for k in kept))
         elif self.metrics_path.exists():
             self.metrics_path.unlink()
@@ -779,9 +892,14 @@ class _RunLogger:
             self.console.print(text)
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:  # disk full, file too large: name the file (one line, exit 2)
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, str(self.metrics_path)) from None
+            raise
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.main:

@@ -34,9 +34,13 @@ def covariance_term(x: torch.Tensor) -> torch.Tensor:
     off-diagonal mass of at least D (D - N + 1) / (N - 1) times the mean squared variance.
     """
     n, d = x.shape
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     xc = x - x.mean(dim=0)
-    # ||cov||_F^2 from whichever of the (N, N) Gram and (D, D) scatter matrices is smaller
-    scatter = xc @ xc.T if n < d else xc.T @ xc
+    # ||cov||_F^2 from whichever of the (N, N) Gram and (D, D) scatter matrices is smaller, in
+    # float32 even under fp16 autocast (squared sums of 1024 vectors overflow fp16's 65504)
+    with torch.autocast(x.device.type, enabled=False):
+        scatter = xc @ xc.T if n < d else xc.T @ xc
     total = scatter.pow(2).sum() / (n - 1) ** 2
     diag = xc.pow(2).sum(dim=0) / (n - 1)  # (D,) per-dimension variances = diag(cov)
     return (total - diag.pow(2).sum()) / d
