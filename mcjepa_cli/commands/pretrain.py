@@ -18,6 +18,10 @@ def pretrain_command(
         None, "--output", "-o", help="Run directory [default: runs/<recipe>-<timestamp>]."),
     resume: str = typer.Option(
         None, "--resume", help="Continue a run exactly: its directory, a checkpoint, or 'latest'."),
+    init: str = typer.Option(
+        None, "--init", help="Start a new run from an mcjepa checkpoint's weights (file, run "
+        "directory or 'latest'): encoder, flow head and expander where they fit; fresh "
+        "optimiser, schedule and step 0. Same as --set model.init=..."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Reuse an existing non-empty run directory without resuming."),
     device: str = typer.Option(
@@ -38,10 +42,12 @@ def pretrain_command(
         overrides.append(f"train.precision={precision}")
     if recipe is None and resume is None:
         raise UserError("RECIPE", "give a recipe (path or name, e.g. quickstart) or --resume RUN")
-    if resume is not None and (recipe is not None or overrides):
+    if resume is not None and (recipe is not None or overrides or init):
         raise UserError("--resume", "a resumed run continues with its own saved recipe; "
-                        "drop the RECIPE argument and --set/--device/--precision")
+                        "drop the RECIPE argument and --set/--device/--precision/--init")
     cfg = load_recipe(recipe, overrides) if resume is None else None
+    if cfg is not None and init:
+        cfg.model.init = init
     summary = pretrain(cfg, output=output, resume=resume, overwrite=overwrite,
                        show_progress=not no_progress)
     if "heldout_epe" in summary:

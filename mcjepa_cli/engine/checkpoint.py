@@ -181,3 +181,46 @@ def build_random_model(arch: str = "convnext_atto", device: str | torch.device =
     finally:
         torch.random.set_rng_state(state)
     return model.to(device).eval()
+
+
+MODEL_PARTS = ("encoder", "flow_head", "expander")
+
+
+def init_from_checkpoint(model: torch.nn.Module, spec: str | Path) -> str:
+    """Start ``model`` from the weights of an mcjepa checkpoint (``pretrain --init``).
+
+    The encoder must fit exactly (a mismatch is one line naming the first differing key); the
+    flow head and the expander are loaded where every one of their tensors fits and left at
+    their initialisation otherwise (a recipe may change them). Returns a line saying which.
+    """
+    ckpt = load_checkpoint(spec)
+    path = ckpt["path"]
+    weights = ckpt["model"]
+    expected = model.state_dict()
+    loaded, left = [], []
+    for part in MODEL_PARTS:
+        prefix = part + "."
+        own = {k: v for k, v in expected.items() if k.startswith(prefix)}
+        if not own:
+            continue
+        theirs = {k: v for k, v in weights.items() if k.startswith(prefix)}
+        differ = sorted(set(own) ^ set(theirs)) + [
+            k for k in own if k in theirs and (not isinstance(theirs[k], torch.Tensor)
+                                               or theirs[k].shape != own[k].shape)]
+        if not differ:
+            getattr(model, part).load_state_dict(
+                {k[len(prefix):]: v for k, v in theirs.items()}, strict=True)
+            loaded.append(part)
+            continue
+        k = differ[0]
+        why = ("absent from the checkpoint" if not theirs else
+               f"'{k}' is missing from the checkpoint" if k not in theirs else
+               f"'{k}' is not in this recipe's model" if k not in own else
+               f"'{k}' is {tuple(theirs[k].shape)} there, {tuple(own[k].shape)} here")
+        if part == "encoder":
+            raise UserError(path, f"--init: its encoder does not fit this recipe's "
+                            f"{model.cfg.encoder.arch} encoder ({why})")
+        left.append(f"{part} ({why})")
+    said = f"init: loaded {', '.join(loaded)} from {path}"
+    return said + (f"; left at initialisation: {'; '.join(left)}" if left else "")
+

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from mcjepa_cli.config import Recipe, dump_recipe, recipe_from_dict, to_dict
 from mcjepa_cli.engine import distributed as du
 from mcjepa_cli.engine.checkpoint import (
+    init_from_checkpoint,
     load_checkpoint,
     load_matching_weights,
     newest_run,
@@ -476,6 +477,10 @@ def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
         from mcjepa_cli.models.timm_io import load_timm_encoder_weights
 
         load_timm_encoder_weights(model, recipe.model.encoder.init)
+    if recipe.model.init and ckpt is None:  # a resumed run has its own weights
+        said = init_from_checkpoint(model, recipe.model.init)
+        if main:
+            print(said, file=sys.stderr)
     model.to(device)
     if recipe.train.channels_last:
         model.to(memory_format=torch.channels_last)

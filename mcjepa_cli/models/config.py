@@ -69,3 +69,7 @@ class ModelConfig:
     flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
     expander: ExpanderConfig = field(default_factory=ExpanderConfig)
     content: bool = True  # false = flow-only (M-JEPA ablation): no expander is built
+    # An mcjepa checkpoint (a .pt file, a run directory or latest) whose weights start a new
+    # run (`pretrain --init`): encoder exactly, flow head and expander where they fit; the
+    # optimiser, schedule and step start afresh. null = random (or model.encoder.init).
+    init: str | None = None
