@@ -72,6 +72,16 @@ class ScheduleConfig:
 
 
 @dataclass
+class EvalSetConfig:
+    """A flow-eval dataset scored while training (``train.eval_sets``)."""
+
+    name: str = "synthetic"  # any flow-eval dataset: sintel, kitti-2015, middlebury, synthetic, ...
+    root: str | None = None  # the dataset's own folder; null = $MCJEPA_DATA/<Name>
+    pass_name: str | None = None  # Sintel / Things: clean, final or both; null = every pass present
+    split: str | None = None  # null = the dataset's first split with ground truth
+
+
+@dataclass
 class TrainConfig:
     """How the run is executed, logged and checkpointed."""
 
@@ -87,6 +97,10 @@ class TrainConfig:
     # records, TensorBoard eval/*); 0 = only the end-of-run report
     eval_every: int = 0
     eval_size: list[int] = field(default_factory=lambda: [128, 160])  # their (H, W)
+    # flow-eval datasets (real ones with a root, or synthetic) also scored every eval_every
+    # steps and at the end: pooled EPE per set in metrics.jsonl, TensorBoard, the console and
+    # the report, e.g. [{name: middlebury, root: data/middlebury}, {name: sintel, root: ...}]
+    eval_sets: list[EvalSetConfig] = field(default_factory=list)
     # steps between measurements of the gradient norm each objective sends into the encoder
     # (one extra backward per objective; metrics.jsonl "encoder_grad_norm"); 0 = off
     grad_norms_every: int = 0

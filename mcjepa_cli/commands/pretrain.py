@@ -62,6 +62,8 @@ def pretrain_command(
         t.add_row("EPE / zero-flow EPE", f"{summary['epe_ratio']:.3f}")
         if summary.get("embedding_std") is not None:
             t.add_row("content embedding std (collapse < 0.1)", f"{summary['embedding_std']:.3f}")
+        for label, epe in (summary.get("eval_sets") or {}).items():
+            t.add_row(f"EPE on {label} (px, train.eval_sets)", f"{epe:.3f}")
         t.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
         t.add_row("skipped steps / samples", f"{summary['skipped_steps']} / {summary['skipped_samples']}")
         Console().print(t)

@@ -395,8 +395,6 @@ def pretrain(recipe: Recipe | None, *, output: str | None = None, resume: str | 
 
 def _pretrain(recipe: Recipe, device: torch.device, output: str | None, resume: str | None,
               overwrite: bool, show_progress: bool, distributed: bool) -> dict[str, Any]:
-    rank, world = du.rank(), du.world_size()
-    main = rank == 0
     run_dir, resume_ckpt = prepare_run_dir(recipe.name, output, resume, overwrite)
     lock = RunLock(run_dir)
     try:
@@ -486,6 +484,7 @@ def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
         model.to(memory_format=torch.channels_last)
 
     flow_ds, image_ds, data_stats = build_pretrain_datasets(recipe)
+    eval_sets = real_eval_sets(recipe) if main else []  # checked before the first step
     plan = plan_schedule(recipe, len(image_ds) if image_ds is not None else None)
     use_content = model.expander is not None and image_ds is not None
 
@@ -684,7 +683,8 @@ def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
                 t_eval = time.time()
                 if eval_pairs is None:
                     eval_pairs = held_out_pairs(recipe)
-                logger.eval_record(step, held_out_figures(model, recipe, device, eval_pairs))
+                logger.eval_record(step, held_out_figures(model, recipe, device, eval_pairs),
+                                   eval_set_epes(model, eval_sets, device))
                 last_log_t += time.time() - t_eval  # evaluation time is not training throughput
             signal_code = du.max_int(sigs.received, device) if distributed else sigs.received
             # no periodic checkpoint inside a run of non-finite steps: if the run then fails,
@@ -711,6 +711,8 @@ def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
         summary["max_param_diff_across_ranks"] = sync
     if main:
         summary.update(end_of_run_report(model, recipe, device, terms_f, eval_pairs))
+        if eval_sets:
+            summary["eval_sets"] = eval_set_epes(model, eval_sets, device)
         summary["wall_time_s"] = wall
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
@@ -818,6 +820,49 @@ def held_out_figures(model: MCJEPA, recipe: Recipe, device: torch.device,
     return {"heldout_epe": epe, "zero_flow_epe": zero, "epe_ratio": epe / max(zero, 1e-12)}
 
 
+def real_eval_sets(recipe: Recipe) -> list[tuple[str, Any]]:
+    """``train.eval_sets`` as (label, flow-eval set) pairs, built (roots and layouts checked)
+    before training starts; a label is the dataset name, plus ``/pass`` for Sintel and Things."""
+    from mcjepa_cli.data.flow_eval_datasets import build_flow_eval_sets
+
+    out: list[tuple[str, Any]] = []
+    for i, spec in enumerate(recipe.train.eval_sets):
+        try:
+            sets = build_flow_eval_sets(spec.name, spec.root, pass_name=spec.pass_name,
+                                        split=spec.split)
+        except UserError as e:
+            raise UserError(f"train.eval_sets[{i}]", str(e)) from None
+        for evalset in sets:
+            label = evalset.name + (f"/{evalset.pass_name}" if evalset.pass_name else "")
+            out.append((label, evalset))
+    return out
+
+
+def eval_set_epes(model: MCJEPA, sets: list[tuple[str, Any]], device: torch.device,
+                  batch_size: int = 2) -> dict[str, float]:
+    """Pooled EPE (px) of the model on each ``train.eval_sets`` set, at the frames' own size,
+    with flow-eval's own scoring (``image_stats``: valid pixels, KITTI/Sintel conventions)."""
+    if not sets:
+        return {}
+    from mcjepa_cli.eval.flow_eval import _predict
+    from mcjepa_cli.eval.flow_metrics import FlowMetricAccumulator, image_stats
+
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with torch.inference_mode():
+            for label, evalset in sets:
+                acc = FlowMetricAccumulator()
+                for index, flow in _predict(model, evalset, device, batch_size):
+                    target = evalset.load_target(index)
+                    acc.add(image_stats(flow, target.flow, target.valid, target.occlusion))
+                out[label] = float(acc.summary("pooled")["epe"])
+    finally:
+        model.train(was_training)
+    return out
+
+
 def end_of_run_report(model: MCJEPA, recipe: Recipe, device: torch.device,
                       last_terms: dict[str, float],
                       pairs: list[tuple[torch.Tensor, ...]] | None = None) -> dict[str, Any]:
@@ -834,6 +879,8 @@ def _summary_markdown(recipe: Recipe, s: dict[str, Any]) -> str:
     if s.get("embedding_std") is not None:
         lines.append(f"- content embedding std: {s['embedding_std']:.3f} "
                      f"({'COLLAPSED' if s['collapsed'] else 'no collapse'}; collapse = < 0.1)")
+    for label, epe in (s.get("eval_sets") or {}).items():
+        lines.append(f"- EPE on {label} (train.eval_sets, pooled): {epe:.3f} px")
     lines.append(f"- skipped steps (non-finite): {s['skipped_steps']}, skipped samples: {s['skipped_samples']}")
     return "\n".join(lines) + "\n"
 
@@ -923,16 +970,25 @@ class _RunLogger:
                 for k, v in norms.items():
                     self.tb.add_scalar(f"encoder_grad_norm_{level}/{k}", v, step)
 
-    def eval_record(self, step: int, payload: dict[str, float]) -> None:
-        """A mid-run held-out evaluation: metrics.jsonl record, TensorBoard eval/*, console line."""
+    def eval_record(self, step: int, payload: dict[str, float],
+                    sets: dict[str, float] | None = None) -> None:
+        """A mid-run evaluation (held-out synthetic pairs, and ``train.eval_sets`` EPEs):
+        metrics.jsonl record, TensorBoard eval/*, console line."""
         if not self.main:
             return
-        self._append({"step": step, "event": "eval", **payload})
+        record: dict[str, Any] = {"step": step, "event": "eval", **payload}
+        if sets:
+            record["eval_sets_epe"] = sets
+        self._append(record)
         if self.tb is not None:
             for k, v in payload.items():
                 self.tb.add_scalar(f"eval/{k}", v, step)
+            for label, v in (sets or {}).items():
+                self.tb.add_scalar(f"eval_sets_epe/{label}", v, step)
+        extra = "".join(f" | {label} {v:.3f}" for label, v in (sets or {}).items())
         self.info(f"step {step}: held-out EPE {payload['heldout_epe']:.3f} px "
-                  f"(zero flow {payload['zero_flow_epe']:.3f}, ratio {payload['epe_ratio']:.3f})")
+                  f"(zero flow {payload['zero_flow_epe']:.3f}, ratio {payload['epe_ratio']:.3f})"
+                  f"{extra}")
 
     def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
         if not self.main:
