@@ -9,6 +9,7 @@ and compared with the PyTorch model unless ``check=False`` (DESIGN.md section 6)
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from mcjepa_cli.errors import RunFailed, UserError
-from mcjepa_cli.io.atomic import atomic_path
+from mcjepa_cli.io.atomic import atomic_path, atomic_write_bytes
+from mcjepa_cli.io.guard import Inputs, check_writable
 
 FORMATS = ("timm", "onnx", "torchscript", "export")
 SUFFIXES = {
@@ -170,7 +172,8 @@ def _need_onnx() -> None:
 def _write_flow_export(
     fmt: str, module: FlowExportModule, example: tuple[torch.Tensor, torch.Tensor], path: Path
 ) -> None:
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporters warn about tracing internals, not user errors
         if fmt == "onnx":
             program = torch.onnx.export(
@@ -181,13 +184,29 @@ def _write_flow_export(
                 output_names=["flow"],
                 verbose=False,
             )
-            program.save(str(tmp))
-        elif fmt == "torchscript":
-            traced = torch.jit.trace(module, example, check_trace=False)
-            torch.jit.save(traced, str(tmp))
+            with atomic_path(path) as tmp:
+                program.save(str(tmp))
+            return
+        # TorchScript and torch.export programs are serialised in memory: their zip writers
+        # report a full disk as a RuntimeError, the atomic writer as one line naming the file
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(module, example, check_trace=False), buf)
         else:  # torch.export
-            program = torch.export.export(module, example)
-            torch.export.save(program, str(tmp))
+            torch.export.save(torch.export.export(module, example), buf)
+    atomic_write_bytes(path, buf.getbuffer())
+
+
+def _check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an output that is the checkpoint, a folder, an existing file (without
+    ``overwrite``) or an unwritable place, before anything is written."""
+    read = Inputs()
+    read.add_file(checkpoint, "the checkpoint")
+    read.check_output("--output", out)  # even with --overwrite
+    if out.is_dir():
+        raise UserError(out, "expected a file name for --output, found a folder")
+    if out.exists() and not overwrite:
+        raise UserError(out, "already exists; pass --overwrite to replace it")
+    check_writable("--output", out)
 
 
 def run_flow_export(
@@ -228,6 +247,7 @@ def export_checkpoint(
     output: str | Path | None = None,
     size: tuple[int, int] | None = None,
     check: bool = True,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a checkpoint's encoder (``timm``) or flow model (``onnx``, ``torchscript``,
     ``export``).
@@ -244,11 +264,20 @@ def export_checkpoint(
         check: reload the export and compare it with the PyTorch model (timm: the four stage
             outputs; flow formats: the flow of a synthetic pair); a difference above
             ``TOLERANCE`` raises ``RunFailed``. ONNX is checked only where onnxruntime is installed.
+        overwrite: replace an existing output file (never the checkpoint itself).
 
     Returns:
         An ``ExportResult`` (path, size in bytes, what was checked and the largest difference).
+
+    Raises:
+        UserError: bad options, not an mcjepa checkpoint, an output that exists (without
+            ``overwrite``), is the checkpoint, a folder or cannot be written.
     """
-    from mcjepa_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from mcjepa_cli.engine.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        resolve_checkpoint,
+    )
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}", f"expected one of {', '.join(FORMATS)}")
@@ -258,7 +287,10 @@ def export_checkpoint(
         )
     if fmt == "onnx":
         _need_onnx()
-    ckpt = load_checkpoint(checkpoint)
+    ckpt_file = resolve_checkpoint(checkpoint)
+    if output is not None:  # fail before the checkpoint is loaded
+        _check_output(Path(output), ckpt_file, overwrite)
+    ckpt = load_checkpoint(ckpt_file)
     ckpt_path = Path(ckpt["path"])
     model, recipe = model_from_checkpoint(ckpt)
     model = model.cpu().eval()
@@ -268,29 +300,27 @@ def export_checkpoint(
         if len(size) != 2 or min(size) < 1:
             raise UserError("--size", f"expected two positive integers H W, got {list(size)}")
     out = Path(output) if output is not None else default_output(ckpt_path, fmt, arch, size)
-    if out.is_dir():
-        raise UserError(out, "expected a file name for --output, found a folder")
     if fmt == "export" and out.suffix != ".pt2":
         raise UserError(
             out,
             "a torch.export program must be named *.pt2 (torch.export.load reads no other name)",
         )
+    _check_output(out, ckpt_path, overwrite)
 
     if fmt == "timm":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         sd = timm_state_dict(model)
-        with atomic_path(out) as tmp:
-            save_file(
-                sd,
-                str(tmp),
-                metadata={
-                    "format": "pt",
-                    "arch": arch,
-                    "source": "mcjepa export",
-                    "checkpoint": str(ckpt_path),
-                },
-            )
+        data = save(
+            sd,
+            metadata={
+                "format": "pt",
+                "arch": arch,
+                "source": "mcjepa export",
+                "checkpoint": str(ckpt_path),
+            },
+        )
+        atomic_write_bytes(out, data)
         diff = ref = None
         what = (
             f"strict load into timm.create_model('{arch}', num_classes=0), stage outputs vs ours"

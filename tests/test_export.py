@@ -4,6 +4,7 @@ pretraining."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,10 +82,13 @@ def test_timm_export_loads_strictly_and_gives_the_same_stage_outputs(
     assert _rel_diff(stem_ours, stem_timm) < 1e-5
 
 
-def test_export_cli_default_path_and_builtin_check(quickstart_checkpoint):
-    r = runner.invoke(app, ["export", str(quickstart_checkpoint)])
+def test_export_cli_default_path_and_builtin_check(quickstart_checkpoint, tmp_path):
+    # a copy of the shared run: its default export file would make a later default export
+    # (docs pages, other tests) refuse to replace it without --overwrite
+    run = shutil.copytree(quickstart_checkpoint, tmp_path / "run")
+    r = runner.invoke(app, ["export", str(run)])
     assert r.exit_code == 0, r.output
-    expected = Path(quickstart_checkpoint) / "export" / "last_encoder_convnext_atto.safetensors"
+    expected = run / "export" / "last_encoder_convnext_atto.safetensors"
     assert expected.is_file()
     assert "max |diff|" in r.output and str(expected) in r.output
 

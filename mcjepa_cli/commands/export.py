@@ -45,6 +45,11 @@ def export_command(
         help="Reload the export and compare it with PyTorch: timm's stage outputs, or the flow of "
         "a synthetic pair (ONNX: where onnxruntime is installed).",
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing output file (never the checkpoint itself).",
+    ),
 ) -> None:
     """Export a checkpoint: the encoder for timm, or the flow model for ONNX / torch.export."""
     from mcjepa_cli.export import FORMATS, export_checkpoint
@@ -53,7 +58,8 @@ def export_command(
     if fmt not in FORMATS:
         raise UserError(f"--format {format_}", f"expected one of {', '.join(FORMATS)}")
     result = export_checkpoint(
-        checkpoint, fmt, output=output, size=tuple(size) if size else None, check=check
+        checkpoint, fmt, output=output, size=tuple(size) if size else None, check=check,
+        overwrite=overwrite,
     )
     shape = f" at {result.size[0]}x{result.size[1]}" if result.size else ""
     print(

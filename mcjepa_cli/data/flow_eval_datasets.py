@@ -118,6 +118,7 @@ class FlowEvalSet:
         self.split = split
         self.prediction_format = prediction_format  # ".flo" or ".png" (KITTI)
         self.note = note  # a remark printed with the results (e.g. which split was used)
+        self.root: Path | None = None  # the dataset's own folder (None: rendered, no files)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -320,7 +321,7 @@ def chairs_set(root: Path, split: str) -> FlowEvalSet:
                 split_file, f"{len(ids)} split ids for {len(flows)} flow files in {data}"
             )
         want = 1 if split == "train" else 2
-        chosen = [f for f, i in zip(flows, ids) if i == want]
+        chosen = [f for f, i in zip(flows, ids, strict=True) if i == want]
     elif split == "val":
         raise _layout_error("chairs", split_file, "split file needed for --split val")
     else:
@@ -480,16 +481,20 @@ def build_flow_eval_sets(
                 lambda p: path / f"frames_{p}pass")
             passes = [p for p in PASSES if where(p).is_dir()] or ["clean"]
     if dataset == "sintel":
-        return sintel_sets(path, passes)
-    if dataset in ("kitti-2015", "kitti-2012"):
-        return [kitti_set(path, dataset)]
-    if dataset == "chairs":
-        return [chairs_set(path, split)]
-    if dataset == "things":
-        return things_sets(path, passes, split)
-    if dataset == "hd1k":
-        return [hd1k_set(path)]
-    return [middlebury_set(path)]
+        sets = sintel_sets(path, passes)
+    elif dataset in ("kitti-2015", "kitti-2012"):
+        sets = [kitti_set(path, dataset)]
+    elif dataset == "chairs":
+        sets = [chairs_set(path, split)]
+    elif dataset == "things":
+        sets = things_sets(path, passes, split)
+    elif dataset == "hd1k":
+        sets = [hd1k_set(path)]
+    else:
+        sets = [middlebury_set(path)]
+    for s in sets:
+        s.root = path  # no output may be written in here (mcjepa_cli.io.guard)
+    return sets
 
 
 __all__ = [

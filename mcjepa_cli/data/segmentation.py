@@ -167,6 +167,8 @@ class SegSplits:
         split: name of the evaluation split.
         class_names: the C class names.
         notes: warnings worth printing (e.g. a missing split file and what was used instead).
+        root: the dataset's own folder (None for the rendered synthetic set); no output may be
+            written in it.
     """
 
     name: str
@@ -175,6 +177,7 @@ class SegSplits:
     split: str
     class_names: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
+    root: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -418,15 +421,18 @@ def build_seg_splits(
         raise UserError(f"--split {split}", "expected val or train")
     if key == "voc":
         path = resolve_root("voc", root, "JPEGImages/ and SegmentationClass/")
-        return voc_splits(path, split)
-    if key == "cityscapes":
+        splits = voc_splits(path, split)
+    elif key == "cityscapes":
         path = resolve_root("cityscapes", root, "leftImg8bit/ and gtFine/")
-        return cityscapes_splits(path, "train" if split == "training" else
-                                 "val" if split == "validation" else split)
-    if key == "ade20k":
+        splits = cityscapes_splits(path, "train" if split == "training" else
+                                   "val" if split == "validation" else split)
+    elif key == "ade20k":
         path = resolve_root("ade20k", root, "images/ and annotations/")
-        return ade20k_splits(path, split)
-    raise UserError(f"--dataset {dataset}", f"expected one of {', '.join(DATASETS)}")
+        splits = ade20k_splits(path, split)
+    else:
+        raise UserError(f"--dataset {dataset}", f"expected one of {', '.join(DATASETS)}")
+    splits.root = path
+    return splits
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 from mcjepa_cli import __version__
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.io.atomic import atomic_path
+from mcjepa_cli.io.formats import refuse_safetensors_checkpoint
 
 CHECKPOINT_FORMAT = "mcjepa-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -86,6 +87,7 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
         UserError: unreadable, needs pickled code, or not an mcjepa checkpoint.
     """
     path = resolve_checkpoint(spec)
+    refuse_safetensors_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

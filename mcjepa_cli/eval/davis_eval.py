@@ -33,8 +33,9 @@ from mcjepa_cli.eval.davis_metrics import (
 )
 from mcjepa_cli.eval.propagation import labels_to_onehot, propagate_sequence, resize_labels
 from mcjepa_cli.io.atomic import atomic_write_text
+from mcjepa_cli.io.guard import Inputs, check_writable
 from mcjepa_cli.io.images import read_label_png, write_palette_png
-from mcjepa_cli.io.json_out import write_json_text
+from mcjepa_cli.io.json_out import is_stdout, write_json_text
 
 DATASETS = ("davis", "synthetic")
 DEFAULT_SIZE = {"davis": 480, "synthetic": None}  # None: the clips' rendered size
@@ -263,7 +264,9 @@ def davis_eval(
         A ``DavisEvalResult``.
 
     Raises:
-        UserError: bad options, missing data, missing or inconsistent prediction files.
+        UserError: bad options, missing data, missing or inconsistent prediction files; an
+            output (``output``, ``json_path``) that is an input or lies inside the dataset's
+            folder, or cannot be written there.
     """
     start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -306,11 +309,20 @@ def davis_eval(
         source = f"synthetic world, seed {seed}: {len(seqs)} clips x {num_frames} frames, {h}x{w}"
 
     settings: dict[str, Any] = {"dataset": dataset, "subset": subset, "data": source}
+    read = Inputs()  # what this command reads: no output may be any of it
+    if dataset == "davis":
+        read.add_folder(data_root, "the dataset folder")
     extractor: _FeatureExtractor | None = None
     if pred_dir is None:
         from mcjepa_cli.engine.device import resolve_device
 
         dev = resolve_device(device)
+        if checkpoint is not None and backbone is None and arch is None:
+            from mcjepa_cli.engine.checkpoint import resolve_checkpoint
+
+            ckpt_file = resolve_checkpoint(checkpoint)  # says which run 'latest' is, once
+            read.add_file(ckpt_file, "the checkpoint")
+            checkpoint = str(ckpt_file)
         model, model_desc, tag = _load_model(checkpoint, backbone, arch, dev)
         lvl = resolve_level(level, tuple(model.feature_strides))
         extractor = _FeatureExtractor(model, lvl, dev)
@@ -323,6 +335,26 @@ def davis_eval(
     else:
         out_dir = Path(output) if output is not None else pred_dir
         settings.update(predictions=str(pred_dir))
+        for seq in seqs:
+            for frame in seq.frame_ids:
+                read.add_file(pred_dir / seq.name / f"{frame}.png", "a --predictions file")
+    # before anything is written: the outputs are none of the inputs, nor in the dataset
+    flag = "--output" if output is not None else (
+        "--output (default: the --predictions folder)" if pred_dir is not None else "--output")
+    read.check_output(flag, out_dir)
+    files = {
+        "global_csv": out_dir / f"global_results-{subset}.csv",
+        "per_sequence_csv": out_dir / f"per-sequence_results-{subset}.csv",
+    }
+    written = list(files.values())
+    if pred_dir is None:
+        written += [out_dir / seq.name / f"{frame}.png" for seq in seqs for frame in seq.frame_ids]
+    for path in written:
+        read.check_output(flag, path, given=out_dir)
+    check_writable(flag, out_dir, folder=True)
+    if json_path is not None and not is_stdout(json_path):
+        read.check_output("--json", json_path)
+        check_writable("--json", json_path)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     objects: list[ObjectScore] = []
@@ -354,10 +386,6 @@ def davis_eval(
         raise UserError(subset, "no object to score (every first-frame annotation is empty)")
 
     results = global_results(objects)
-    files = {
-        "global_csv": out_dir / f"global_results-{subset}.csv",
-        "per_sequence_csv": out_dir / f"per-sequence_results-{subset}.csv",
-    }
     atomic_write_text(files["global_csv"], global_csv(results))
     atomic_write_text(files["per_sequence_csv"], per_sequence_csv(objects))
     if json_path is not None:

@@ -141,8 +141,12 @@ def _save_prediction(evalset: FlowEvalSet, index: int, folder: Path, flow: np.nd
 
 def _resolve_source(
     checkpoint: str | None, model: str | FlowModel | None, predictions: str | Path | None,
-    device: torch.device,
-) -> tuple[str, FlowModel | None, Path | None]:
+) -> tuple[str, FlowModel | None, Path | None, Path | None]:
+    """What is evaluated: (description, model object, predictions folder, checkpoint file).
+
+    Nothing is loaded yet: the checkpoint is only located, so that the outputs can be checked
+    against it first.
+    """
     given = [x for x in (checkpoint, model, predictions) if x is not None]
     if len(given) != 1:
         raise UserError("--checkpoint / --model / --predictions",
@@ -151,20 +155,58 @@ def _resolve_source(
         folder = Path(predictions).expanduser()
         if not folder.is_dir():
             raise UserError(folder, "predictions folder not found")
-        return f"predictions {folder}", None, folder
+        return f"predictions {folder}", None, folder, None
     if isinstance(model, str):
         if model != "zero":
             raise UserError(f"--model {model}", "expected 'zero' (the zero-flow baseline); "
                             "use --checkpoint for a trained model")
-        return "zero flow", None, None
+        return "zero flow", None, None, None
     if model is not None:
-        if isinstance(model, torch.nn.Module):
-            model.to(device).eval()
-        return type(model).__name__, model, None
-    from mcjepa_cli.engine.checkpoint import load_model
+        return type(model).__name__, model, None, None
+    from mcjepa_cli.engine.checkpoint import resolve_checkpoint
 
-    net, _ = load_model(str(checkpoint), device)
-    return f"checkpoint {checkpoint}", net, None
+    return f"checkpoint {checkpoint}", None, None, resolve_checkpoint(str(checkpoint))
+
+
+def _check_outputs(
+    sets: list[FlowEvalSet], checkpoint: Path | None, pred_dir: Path | None,
+    save_dir: Path | None, json_path: str | Path | None,
+) -> None:
+    """Refuse, before anything is written, outputs that would replace or land among the inputs.
+
+    No output may be an input (a frame, a ground-truth or mask file, a prediction file read
+    with ``--predictions``, the checkpoint) or lie inside the evaluated dataset's folder; each
+    output's place must be writable.
+    """
+    from mcjepa_cli.io.guard import Inputs, check_writable
+    from mcjepa_cli.io.json_out import is_stdout
+
+    if save_dir is None and (json_path is None or is_stdout(json_path)):
+        return  # nothing will be written
+    inputs = Inputs()
+    inputs.add_file(checkpoint, "the checkpoint")
+    for evalset in sets:
+        inputs.add_folder(evalset.root, "the dataset folder")
+        for pair in evalset.pairs:
+            if evalset.root is not None:  # on-disk frames (synthetic keys name no file)
+                inputs.add_file(pair.frame1, "a frame")
+                inputs.add_file(pair.frame2, "a frame")
+            for gt in (pair.flow, pair.occlusion, pair.invalid, pair.noc_flow):
+                inputs.add_file(gt, "a ground-truth file")
+            if pred_dir is not None:
+                rel = Path(pair.prediction)
+                for ext in FLOW_EXTENSIONS:
+                    inputs.add_file(pred_dir / rel.with_suffix(ext), "a --predictions file")
+    if json_path is not None and not is_stdout(json_path):
+        inputs.check_output("--json", json_path)
+        check_writable("--json", json_path)
+    if save_dir is not None:
+        inputs.check_output("--save-predictions", save_dir)
+        for evalset in sets:
+            for pair in evalset.pairs:
+                inputs.check_output("--save-predictions", save_dir / pair.prediction,
+                                    given=save_dir)
+        check_writable("--save-predictions", save_dir, folder=True)
 
 
 def flow_eval(
@@ -220,7 +262,8 @@ def flow_eval(
 
     Raises:
         UserError: bad options, missing or malformed data, missing prediction files, a file
-            that is not an mcjepa checkpoint.
+            that is not an mcjepa checkpoint, an output (``json_path``, ``save_predictions``)
+            that is an input or lies inside the dataset's folder, or cannot be written there.
     """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}", "expected a positive integer")
@@ -232,8 +275,15 @@ def flow_eval(
         dataset, root, pass_name=pass_name, split=split, synthetic_count=synthetic_count,
         synthetic_size=synthetic_size, synthetic_seed=synthetic_seed,
     )
-    evaluated, net, pred_dir = _resolve_source(checkpoint, model, predictions, dev)
+    evaluated, net, pred_dir, ckpt_file = _resolve_source(checkpoint, model, predictions)
     save_dir = Path(save_predictions).expanduser() if save_predictions is not None else None
+    _check_outputs(sets, ckpt_file, pred_dir, save_dir, json_path)
+    if ckpt_file is not None:
+        from mcjepa_cli.engine.checkpoint import load_model
+
+        net, _ = load_model(str(ckpt_file), dev)
+    elif isinstance(net, torch.nn.Module):
+        net.to(dev).eval()
 
     rows: list[dict[str, Any]] = []
     total = sum(len(s) for s in sets)

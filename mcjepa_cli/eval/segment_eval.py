@@ -43,9 +43,10 @@ from mcjepa_cli.eval.linear_probe import (
     train_probe,
 )
 from mcjepa_cli.eval.seg_metrics import ConfusionMeter
-from mcjepa_cli.io.atomic import atomic_path, atomic_write_text
+from mcjepa_cli.io.atomic import atomic_torch_save, atomic_write_text
+from mcjepa_cli.io.guard import Inputs, check_writable
 from mcjepa_cli.io.images import voc_palette, write_png
-from mcjepa_cli.io.json_out import write_json_text
+from mcjepa_cli.io.json_out import is_stdout, write_json_text
 
 PROBE_FORMAT = "mcjepa-seg-probe"
 PROBE_VERSION = 1
@@ -214,6 +215,22 @@ def _probe_payload(
     return payload
 
 
+def _check_outputs(splits: SegSplits, checkpoint: Path | None, probe: str | Path | None,
+                   out_dir: Path, json_path: str | Path | None) -> None:
+    """Refuse, before anything is written, outputs that are inputs or lie in the dataset."""
+    read = Inputs()
+    read.add_folder(splits.root, "the dataset folder")
+    read.add_file(checkpoint, "the checkpoint")
+    read.add_file(probe, "the --probe file")
+    read.check_output("--output", out_dir)
+    for name in ("probe.pt", "results.json") if probe is None else ("results.json",):
+        read.check_output("--output", out_dir / name, given=out_dir)
+    check_writable("--output", out_dir, folder=True)
+    if json_path is not None and not is_stdout(json_path):
+        read.check_output("--json", json_path)
+        check_writable("--json", json_path)
+
+
 def load_probe(path: str | Path, model: nn.Module, num_classes: int) -> tuple[LinearSegHead, dict]:
     """Load a probe written by ``segment_eval`` (``weights_only=True``) onto ``model``.
 
@@ -362,7 +379,9 @@ def segment_eval(
         The scores and the paths written.
 
     Raises:
-        UserError: bad option values or input files (exit code 2 on the command line).
+        UserError: bad option values or input files (exit code 2 on the command line); an
+            output (``output``, ``json_path``) that is an input or lies inside the dataset's
+            folder, or cannot be written there.
     """
     t_start = time.perf_counter()
     say: LogFn = log or (lambda s: None)
@@ -415,10 +434,16 @@ def segment_eval(
 
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
+    ckpt_file: Path | None = None
     if model is not None:
         model = model.to(dev).eval()
         backbone_desc = f"given model ({model.__class__.__name__})"
     else:
+        if backbone == "checkpoint" and checkpoint:
+            from mcjepa_cli.engine.checkpoint import resolve_checkpoint
+
+            ckpt_file = resolve_checkpoint(checkpoint)  # says which run 'latest' is, once
+            checkpoint = str(ckpt_file)
         model, backbone_desc = load_backbone(checkpoint, backbone, arch, dev, seed)
     say(f"backbone: {backbone_desc}")
 
@@ -449,6 +474,7 @@ def segment_eval(
     strides = [int(model.feature_strides[i]) for i in level_idx]
     out_dir = Path(output) if output else Path("runs") / "segment-eval" / (
         f"{key}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    _check_outputs(splits, ckpt_file, probe, out_dir, json_path)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if probe is None:
@@ -464,8 +490,7 @@ def segment_eval(
         probe_path = out_dir / "probe.pt"
         payload = _probe_payload(head, model, cfg, splits, backbone_desc,
                                  arch if backbone == "random" else None, summary)
-        with atomic_path(probe_path) as tmp:
-            torch.save(payload, tmp)
+        atomic_torch_save(probe_path, payload)
         say(f"probe saved: {probe_path}")
     head = head.to(dev).eval()
     model.eval()

@@ -4,7 +4,10 @@ Every flow is returned as a float32 array of shape (H, W, 2) holding (u, v) = (x
 displacements in pixels, with a boolean validity mask of shape (H, W) where the format has one.
 Values at invalid pixels are returned as stored in the file (``.flo`` unknowns stay ``1e9+``).
 Readers never trust a header: a bad magic, a truncated payload or a size mismatch raises a
-``UserError`` that names the file. Writers are atomic (temporary file + rename).
+``UserError`` that names the file. A header that claims a flow larger than ``MAX_FLOW_SIDE``
+pixels a side or ``MAX_FLOW_PIXELS`` pixels is refused before anything is allocated, and a
+``.flo``/PFM header is checked against the file's size before its payload is read, so a
+corrupt or hostile header cannot exhaust memory. Writers are atomic (temporary file + rename).
 
 Formats:
 
@@ -19,6 +22,7 @@ Formats:
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import warnings
@@ -30,7 +34,7 @@ import png
 import torch
 
 from mcjepa_cli.errors import UserError
-from mcjepa_cli.io.atomic import atomic_path, atomic_write_bytes
+from mcjepa_cli.io.atomic import atomic_write_bytes
 
 FLO_MAGIC = b"PIEH"  # the little-endian bytes of the float32 202021.25
 FLO_UNKNOWN_THRESHOLD = 1e9  # |component| above this marks an unknown .flo pixel
@@ -40,14 +44,50 @@ KITTI_SCALE = 64.0
 FLOW_EXTENSIONS = (".flo", ".png", ".pfm")
 
 _PFM_HEADER = re.compile(rb"\A(PF|Pf)\s+(\d+)\s+(\d+)\s+([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s")
-_MAX_PIXELS = 1 << 31  # refuse absurd headers before any arithmetic on the payload
+_PFM_HEADER_BYTES = 256  # the header pattern is matched within the first bytes only
+
+# The largest flow a file may claim. Real data is far inside (Sintel 1024x436, KITTI 1242x375,
+# HD1K 2560x1080, a 4K frame 4096x2160, an 8K frame 7680x4320 = 33 Mpx); a header beyond
+# either bound is corrupt or hostile and is refused before any allocation. At the bound a .flo
+# holds 512 MiB and decoding needs a few GiB.
+MAX_FLOW_SIDE = 16384  # pixels, width or height
+MAX_FLOW_PIXELS = 8192 * 8192  # width x height (67,108,864)
+# A KITTI PNG within those bounds holds at most 6 bytes a pixel before compression (deflate
+# adds a fraction of a percent to incompressible data): anything much larger is not read.
+_MAX_PNG_FILE_BYTES = 8 * MAX_FLOW_PIXELS  # 512 MiB
 
 
-def _read_bytes(path: Path) -> bytes:
+def _check_claimed_size(path: Path, w: int, h: int, what: str) -> None:
+    """Refuse a header's ``w`` x ``h`` beyond ``MAX_FLOW_SIDE`` / ``MAX_FLOW_PIXELS``."""
+    if w < 1 or h < 1:
+        raise UserError(path, f"corrupt {what} header: width {w}, height {h}")
+    if max(w, h) > MAX_FLOW_SIDE or w * h > MAX_FLOW_PIXELS:
+        raise UserError(
+            path,
+            f"{what} header claims {w}x{h} pixels (width x height), beyond the limit of "
+            f"{MAX_FLOW_SIDE} pixels a side and {MAX_FLOW_PIXELS:,} pixels for a flow file; "
+            "refused before allocating it (corrupt, or not a flow file)",
+        )
+
+
+def _file_size(path: Path) -> int:
     if not path.is_file():
         raise UserError(path, "flow file not found")
     try:
-        return path.read_bytes()
+        return path.stat().st_size
+    except OSError as e:
+        raise UserError(path, f"cannot read file ({e.strerror or e})") from None
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes (at most ``limit`` of them)."""
+    if not path.is_file():
+        raise UserError(path, "flow file not found")
+    try:
+        if limit is None:
+            return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read(limit)
     except OSError as e:
         raise UserError(path, f"cannot read file ({e.strerror or e})") from None
 
@@ -96,24 +136,28 @@ def read_flo(path: str | Path) -> np.ndarray:
         use ``flo_valid`` or ``read_flow`` for the mask).
 
     Raises:
-        UserError: missing file, wrong magic, bad dimensions, truncated or oversized payload.
+        UserError: missing file, wrong magic, bad dimensions, a size beyond ``MAX_FLOW_SIDE`` /
+            ``MAX_FLOW_PIXELS``, truncated or oversized payload.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 12:
-        raise UserError(path, f"not a .flo file: {len(data)} bytes, expected a 12-byte header")
-    if data[:4] != FLO_MAGIC:
-        raise UserError(path, f"not a .flo file: magic {data[:4]!r}, expected {FLO_MAGIC!r}")
-    w, h = (int(x) for x in np.frombuffer(data, dtype="<i4", count=2, offset=4))
-    if w < 1 or h < 1 or w * h > _MAX_PIXELS:
-        raise UserError(path, f"corrupt .flo header: width {w}, height {h}")
+    head = _read_bytes(path, 12)
+    if len(head) < 12:
+        raise UserError(path, f"not a .flo file: {len(head)} bytes, expected a 12-byte header")
+    if head[:4] != FLO_MAGIC:
+        raise UserError(path, f"not a .flo file: magic {head[:4]!r}, expected {FLO_MAGIC!r}")
+    w, h = struct.unpack_from("<ii", head, 4)
+    _check_claimed_size(path, w, h, ".flo")
     expected = 12 + 8 * w * h
-    if len(data) != expected:
+    size = _file_size(path)  # checked before the payload is read
+    if size != expected:
         raise UserError(
             path,
-            f"corrupt .flo file: {len(data)} bytes, expected {expected} for {w}x{h} "
-            f"({'truncated' if len(data) < expected else 'trailing data'})",
+            f"corrupt .flo file: {size} bytes, expected {expected} for {w}x{h} "
+            f"({'truncated' if size < expected else 'trailing data'})",
         )
+    data = _read_bytes(path)
+    if len(data) != expected:  # changed while being read
+        raise UserError(path, f"corrupt .flo file: {len(data)} bytes, expected {expected}")
     flow = np.frombuffer(data, dtype="<f4", count=2 * w * h, offset=12)
     return flow.reshape(h, w, 2).astype(np.float32)  # native byte order, writable copy
 
@@ -190,7 +234,8 @@ def _checked_kitti_png(path: Path, data: bytes) -> tuple[bytes, int, int]:
             path,
             f"expected a 16-bit RGB KITTI flow PNG, got bit depth {depth}, colour type {colour}",
         )
-    if w < 1 or h < 1 or w * h > _MAX_PIXELS or compression or filtering or interlace > 1:
+    _check_claimed_size(path, w, h, "PNG")  # before anything is decompressed
+    if compression or filtering or interlace > 1:
         raise UserError(
             path, f"corrupt PNG header: {w}x{h}, methods {compression}/{filtering}/{interlace}"
         )
@@ -265,9 +310,14 @@ def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         included) and (H, W) bool validity.
 
     Raises:
-        UserError: missing file, not a PNG, corrupt, not 16-bit RGB.
+        UserError: missing file, not a PNG, corrupt, not 16-bit RGB, a size beyond
+            ``MAX_FLOW_SIDE`` / ``MAX_FLOW_PIXELS``.
     """
     path = Path(path)
+    size = _file_size(path)
+    if size > _MAX_PNG_FILE_BYTES:
+        raise UserError(path, f"PNG file of {size:,} bytes, more than a flow PNG within the size "
+                        f"limit can hold ({_MAX_PNG_FILE_BYTES:,}); refused before reading it")
     clean, h, w = _checked_kitti_png(path, _read_bytes(path))
     arr = _decode_rgb16(path, clean, h, w)  # (H, W, 3) in [0, 65535]
     flow = ((arr[..., :2] - KITTI_OFFSET) / KITTI_SCALE).astype(np.float32)
@@ -299,8 +349,9 @@ def write_kitti_png(
     out[..., :2] = q
     out[..., 2] = ok.astype(np.uint16)
     writer = png.Writer(width=w, height=h, greyscale=False, bitdepth=16)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        writer.write(f, out.reshape(h, w * 3))
+    buf = io.BytesIO()  # encoded in memory: every byte then goes through the atomic writer
+    writer.write(buf, out.reshape(h, w * 3))
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 # ----------------------------------------------------------------------------------- PFM
@@ -315,11 +366,12 @@ def read_pfm(path: str | Path) -> np.ndarray:
         (PFM stores rows bottom-to-top).
 
     Raises:
-        UserError: missing file, bad header, zero/non-finite scale, truncated or oversized data.
+        UserError: missing file, bad header, zero/non-finite scale, a size beyond
+            ``MAX_FLOW_SIDE`` / ``MAX_FLOW_PIXELS``, truncated or oversized data.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    m = _PFM_HEADER.match(data[:256])
+    head = _read_bytes(path, _PFM_HEADER_BYTES)
+    m = _PFM_HEADER.match(head)
     if m is None:
         raise UserError(
             path, "not a PFM file: expected a 'PF' or 'Pf' header, width, height, scale"
@@ -327,20 +379,23 @@ def read_pfm(path: str | Path) -> np.ndarray:
     channels = 3 if m.group(1) == b"PF" else 1
     w, h = int(m.group(2)), int(m.group(3))
     scale = float(m.group(4))  # the pattern only admits decimal numbers
-    if w < 1 or h < 1 or w * h > _MAX_PIXELS:
-        raise UserError(path, f"corrupt PFM header: width {w}, height {h}")
+    _check_claimed_size(path, w, h, "PFM")
     if scale == 0.0 or not np.isfinite(scale):
         raise UserError(
             path, f"corrupt PFM header: scale {scale} (its sign must give the byte order)"
         )
     offset = m.end()
     expected = offset + 4 * w * h * channels
-    if len(data) != expected:
+    size = _file_size(path)  # checked before the payload is read
+    if size != expected:
         raise UserError(
             path,
-            f"corrupt PFM file: {len(data)} bytes, expected {expected} for {w}x{h}x{channels} "
-            f"({'truncated' if len(data) < expected else 'trailing data'})",
+            f"corrupt PFM file: {size} bytes, expected {expected} for {w}x{h}x{channels} "
+            f"({'truncated' if size < expected else 'trailing data'})",
         )
+    data = _read_bytes(path)
+    if len(data) != expected:  # changed while being read
+        raise UserError(path, f"corrupt PFM file: {len(data)} bytes, expected {expected}")
     dtype = "<f4" if scale < 0 else ">f4"
     arr = np.frombuffer(data, dtype=dtype, count=w * h * channels, offset=offset)
     arr = arr.reshape(h, w, channels)[::-1]  # rows are stored bottom-to-top
@@ -432,6 +487,8 @@ def write_flow(
 
 __all__ = [
     "FLOW_EXTENSIONS",
+    "MAX_FLOW_PIXELS",
+    "MAX_FLOW_SIDE",
     "flo_valid",
     "read_flo",
     "read_flow",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mcjepa_cli.errors import UserError
-from mcjepa_cli.io.atomic import make_folder
+from mcjepa_cli.io.guard import Inputs, check_writable
 from mcjepa_cli.io.images import IMAGE_EXTENSIONS, read_image, read_label_png, voc_palette
 from mcjepa_cli.viz import panels as P
 from mcjepa_cli.viz.writer import OUTPUT_EXTENSIONS, open_frame_writer, output_kind
@@ -544,7 +544,9 @@ def visualize(
         A ``VisualizeResult`` describing the file written.
 
     Raises:
-        UserError: bad inputs or options (exit code 2 on the command line).
+        UserError: bad inputs or options (exit code 2 on the command line); an output that is
+            one of the inputs or lies inside an input frame folder (even with ``overwrite``),
+            or that cannot be written there.
     """
     t_start = time.perf_counter()
     inputs = [Path(p) for p in (inputs or ())]
@@ -563,6 +565,15 @@ def visualize(
         raise UserError(f"--max-flow {max_flow}", "expected a positive magnitude in pixels")
     if grid_rows < 1:
         raise UserError(f"--grid {grid_rows}", "expected at least 1 frame in the grid")
+    read = Inputs()  # what this command reads: the output may be none of it, nor inside it
+    for p in inputs:
+        if p.is_dir():
+            read.add_folder(p, "the input frame folder")
+        else:
+            read.add_file(p, "an input file")
+    for p in flow_paths:
+        read.add_file(p, "a --flow file")
+    read.add_file(mask, "the --mask file")
     if output is not None:
         try:
             output_kind(output)
@@ -570,6 +581,8 @@ def visualize(
             raise UserError(
                 output, f"cannot write this format; expected {', '.join(OUTPUT_EXTENSIONS)}"
             ) from None
+        read.check_output("--output", output)  # even with --overwrite
+        check_writable("--output", output)  # a folder, a path through a file, read-only
         if Path(output).exists() and not overwrite:
             raise UserError(output, "already exists; pass --overwrite to replace it")
     if not inputs and not flow_paths:
@@ -622,17 +635,24 @@ def visualize(
     stem = clip.stem if clip is not None else flow_paths[0].stem
     if output is None:
         output = Path.cwd() / f"{stem}_viz{'.mp4' if n_out > 1 else '.png'}"
+        read.check_output("--output", output)
         if output.exists() and not overwrite:
             raise UserError(
                 output, "already exists; pass --overwrite to replace it, or choose --output"
             )
     output = Path(output)
-    make_folder(output.parent)  # before any work: an unwritable place fails now, in one line
+    ckpt_used: str | None = None
+    if uses_model and model is None:
+        from mcjepa_cli.engine.checkpoint import resolve_checkpoint
+
+        ckpt_used = str(resolve_checkpoint(checkpoint or "latest"))
+        read.add_file(ckpt_used, "the checkpoint")
+        read.check_output("--output", output)
+    check_writable("--output", output)  # before any work: an unwritable place fails now
     out_fps = (
         fps if fps is not None else (clip.fps if clip is not None and clip.fps else FOLDER_FPS)
     )
 
-    ckpt_used: str | None = None
     need_feats = "pca" in panels or "mask" in panels
     with _progress(progress) as bar:
         if uses_model:
@@ -640,11 +660,10 @@ def visualize(
 
             dev = resolve_device(device)
             if model is None:
-                from mcjepa_cli.engine.checkpoint import load_model, resolve_checkpoint
+                from mcjepa_cli.engine.checkpoint import load_model
 
-                spec = checkpoint or "latest"
-                ckpt_used = str(resolve_checkpoint(spec))
-                model, _ = load_model(spec, dev)
+                assert ckpt_used is not None
+                model, _ = load_model(ckpt_used, dev)
             else:
                 model = model.to(dev) if hasattr(model, "to") else model
             if hasattr(model, "eval"):

@@ -1,12 +1,17 @@
 """Frame writers chosen by file extension: H.264 .mp4 (imageio-ffmpeg), .gif, or a .png grid.
 
 Every writer works on a temporary file beside the target that is renamed into place only when
-all frames are written (``atomic_path``): an interrupted run never leaves half a video.
+all frames are written (``atomic_path``): an interrupted run never leaves half a video. The GIF
+and PNG writers encode in memory and write the bytes with ``io.atomic.write_into``, so a full
+disk is reported like any other write error (one line naming the output).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mcjepa_cli.io.atomic import atomic_path
+from mcjepa_cli.io.atomic import atomic_path, write_into
 
 OUTPUT_EXTENSIONS = (".mp4", ".gif", ".png")
 GRID_GAP = 4  # black rows between the sampled frames of a .png grid
@@ -123,7 +128,7 @@ class _Mp4Writer(FrameWriter):
                 pix_fmt_out="yuv420p",
                 quality=self.quality,
                 macro_block_size=1,
-                ffmpeg_log_level="error",
+                ffmpeg_log_level="quiet",  # a failure is reported by _finish, in one line
                 output_params=["-movflags", "+faststart"],
             )
             self._gen.send(None)  # start ffmpeg
@@ -134,6 +139,9 @@ class _Mp4Writer(FrameWriter):
             raise ValueError("no frames to write")
         self._gen.close()  # flushes and waits for ffmpeg
         self._gen = None
+        # imageio-ffmpeg ignores ffmpeg's exit status: a full disk left an empty or cut file
+        if not mp4_is_complete(self.path):
+            raise OSError(errno.EIO, "ffmpeg did not write a complete video (is the disk full?)")
 
     def _abort(self) -> None:
         if self._gen is not None:
@@ -144,6 +152,34 @@ class _Mp4Writer(FrameWriter):
     @property
     def written_size(self) -> tuple[int, int] | None:
         return None if self.size is None else even_size(*self.size)
+
+
+def mp4_is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a whole MP4 file: its top-level boxes (ISO/IEC 14496-12, 4.2: a
+    32-bit size, a type, a 64-bit size when the first is 1, "to the end" when 0) tile the file
+    exactly and include ``ftyp``, ``moov`` and ``mdat``. A cut or empty file fails."""
+    path = Path(path)
+    size = path.stat().st_size
+    seen: set[bytes] = set()
+    pos = 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return False
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1:
+                if len(head) < 16:
+                    return False
+                (length,) = struct.unpack(">Q", head[8:16])
+            elif length == 0:
+                length = size - pos
+            if length < 8:
+                return False
+            seen.add(kind)
+            pos += length
+    return pos == size and {b"ftyp", b"moov", b"mdat"} <= seen
 
 
 class _GifWriter(FrameWriter):
@@ -172,8 +208,9 @@ class _GifWriter(FrameWriter):
         duration = max(20, int(round(100.0 / self.fps)) * 10)  # ms; browsers clamp < 20 ms
         first, *rest = self._frames
         # disposal=1 and optimize=False keep every frame whole, one GIF frame per input frame
+        buf = io.BytesIO()
         first.save(
-            self.path,
+            buf,
             format="GIF",
             save_all=True,
             append_images=rest,
@@ -182,6 +219,7 @@ class _GifWriter(FrameWriter):
             optimize=False,
             disposal=1,
         )
+        write_into(self.path, buf.getbuffer())
 
 
 class _PngGridWriter(FrameWriter):
@@ -205,7 +243,9 @@ class _PngGridWriter(FrameWriter):
         grid = np.zeros((n * h + (n - 1) * GRID_GAP, w, 3), dtype=np.uint8)
         for i, row in enumerate(self._rows):
             grid[i * (h + GRID_GAP) : i * (h + GRID_GAP) + h] = row
-        Image.fromarray(grid).save(self.path, format="PNG", optimize=True)
+        buf = io.BytesIO()
+        Image.fromarray(grid).save(buf, format="PNG", optimize=True)
+        write_into(self.path, buf.getbuffer())
 
     @property
     def written_size(self) -> tuple[int, int] | None:
