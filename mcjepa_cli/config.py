@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -435,8 +436,8 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
             parts, value = parse_override(text)
             _set_path(data, parts, value, text)
         recipe = from_dict(Recipe, data, source="--set")
-    if "name" not in data or not data.get("name"):
-        recipe.name = path.stem
+    if "name" not in data or not data.get("name"):  # the file's name, made a safe folder name
+        recipe.name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100] or "recipe"
     validate_recipe(recipe)
     return recipe
 
@@ -506,6 +507,9 @@ def validate_recipe(r: Recipe) -> None:
     if r.train.grad_norms_every < 0:
         raise bad("train.grad_norms_every",
                   f"expected >= 0 (0 = off), got {r.train.grad_norms_every}")
+    from mcjepa_cli.recipe_checks import check_fields
+
+    check_fields(r)  # the range or set of values of every field (recipe_checks.RULES)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -50,7 +50,7 @@ CASES: list[tuple[str, str]] = [
     ("pretrain quickstart --set data.on_error=ignore", "data.on_error"),
     ("pretrain quickstart --set nosection", "--set nosection"),
     ("pretrain quickstart --set 'optim.lr\nx=1'", "optim.lr\\nx"),  # a line break in the culprit
-    ("pretrain quickstart --device tpu -o <tmp>/run", "--device tpu"),
+    ("pretrain quickstart --device tpu -o <tmp>/run", "train.device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("pretrain quickstart --set model.encoder.arch=resnet50 -o <tmp>/run", "resnet50"),
     ("pretrain quickstart --set 'data.flow=[{name: sintle}]' -o <tmp>/run", "data.flow[0].name"),
     ("pretrain quickstart --set 'data.flow=[{name: sintel, root: <missing>}]' -o <tmp>/run",

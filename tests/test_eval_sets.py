@@ -54,6 +54,6 @@ def test_a_bad_eval_set_is_one_line_before_training(tmp_path):
         r = _run(tmp_path / "run", sets)
         assert r.exit_code == 2, r.output
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: train.eval_sets[0]: ")
+        assert len(lines) == 1 and lines[0].startswith("error: train.eval_sets[0]")
         assert words in lines[0]
         assert not (tmp_path / "run" / "metrics.jsonl").exists()

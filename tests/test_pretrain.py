@@ -98,7 +98,7 @@ def test_run_directory_is_not_overwritten(tmp_path):
         (["pretrain", "no/such/recipe.yaml"], "no/such/recipe.yaml"),
         (["pretrain", "quickstart", "--set", "optim.lr_encodr=1"], "optim.lr_encoder"),
         (["pretrain", "quickstart", "--set", "train.seed=x"], "train.seed"),
-        (["pretrain", "quickstart", "--device", "tpu"], "--device tpu"),
+        (["pretrain", "quickstart", "--device", "tpu"], "train.device: expected auto, cpu"),
         (["pretrain", "quickstart", "--set", "data.flow=[{name: sintel, root: /no/such/sintel}]"],
          "/no/such/sintel"),
         (["pretrain", "--resume", "/no/such/run"], "/no/such/run"),

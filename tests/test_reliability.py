@@ -372,7 +372,7 @@ def test_yaml_python_tags_are_refused(tmp_path):
             load_recipe(str(path))
         assert str(path) in str(e.value) and "YAML error" in str(e.value)
         # a --set value with a tag is not YAML that safe_load accepts: it stays a plain string
-        assert load_recipe("quickstart", [f"name={tag}"]).name == tag
+        assert load_recipe("quickstart", [f"model.init={tag}"]).model.init == tag
     assert not marker.exists()
 
 

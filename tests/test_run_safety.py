@@ -206,3 +206,16 @@ def test_skipped_steps_survive_a_resume(tmp_path):
     r = _resume(run)
     assert r.exit_code == 0, r.output
     assert json.loads((run / "summary.json").read_text())["skipped_steps"] == 1  # was 0
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from mcjepa_cli.engine import trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer, "_timestamp", lambda: "20261206-101500")
+    first, _ = trainer.prepare_run_dir("quickstart", None, None, False)
+    (first / "metrics.jsonl").write_text("")  # the first run has started writing
+    second, _ = trainer.prepare_run_dir("quickstart", None, None, False)
+    assert first == Path("runs/quickstart-20261206-101500")
+    assert second == Path("runs/quickstart-20261206-101500-2")
+

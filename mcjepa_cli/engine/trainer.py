@@ -262,7 +262,7 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
         if not ckpt.is_file():
             raise UserError(run_dir, "cannot resume: no checkpoints/last.pt in this run directory")
         return (_resume_output(Path(output), run_dir) if output else run_dir), ckpt
-    run_dir = Path(output) if output else Path("runs") / f"{name}-{_timestamp()}"
+    run_dir = Path(output) if output else _default_run_dir(name)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(run_dir, "expected a run directory, found a file")
     try:  # fail now, with one line, where the folder cannot be made (a path through a file,
@@ -278,6 +278,16 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
             raise UserError(run_dir, "is not an mcjepa run directory (no checkpoints/last.pt): "
                             "--overwrite replaces only runs; choose a new or empty --output")
     return run_dir, None
+
+
+def _default_run_dir(name: str) -> Path:
+    """``runs/<name>-<time>``; ``-2``, ``-3``, ... when runs started in the same second."""
+    base = Path("runs") / f"{name}-{_timestamp()}"
+    run_dir, n = base, 1
+    while user_files(run_dir):
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
 
 
 def _resume_output(output: Path, own: Path) -> Path:
