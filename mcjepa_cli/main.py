@@ -110,6 +110,9 @@ app.command("davis-eval")(_davis_eval.davis_eval_command)
 from mcjepa_cli.commands import export as _export  # noqa: E402
 
 app.command("export")(_export.export_command)
+from mcjepa_cli.commands import datasets as _datasets  # noqa: E402
+
+app.add_typer(_datasets.app, name="datasets")
 
 
 def main() -> None:
