@@ -219,3 +219,16 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert first == Path("runs/quickstart-20261206-101500")
     assert second == Path("runs/quickstart-20261206-101500-2")
 
+
+def test_new_runs_go_where_latest_looks(tmp_path, monkeypatch):
+    from mcjepa_cli.engine import trainer
+    from mcjepa_cli.engine.checkpoint import newest_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MCJEPA_RUNS", str(tmp_path / "elsewhere"))
+    run, _ = trainer.prepare_run_dir("quickstart", None, None, False)
+    assert run.parent == tmp_path / "elsewhere"
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert newest_run() == run  # before, pretrain wrote under ./runs and latest never found it
+

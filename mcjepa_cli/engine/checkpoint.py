@@ -44,9 +44,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
                       "limit?); the previous checkpoint there is intact", str(path)) from None
 
 
+def runs_root() -> Path:
+    """Where runs live: ``$MCJEPA_RUNS``, else ``./runs`` (new runs and ``latest`` alike)."""
+    return Path(os.environ.get("MCJEPA_RUNS") or RUNS_DIR)
+
+
 def newest_run(runs_dir: Path | None = None) -> Path:
     """The most recently modified run directory under ``runs/`` that holds a checkpoint."""
-    base = Path(runs_dir) if runs_dir is not None else Path(os.environ.get("MCJEPA_RUNS", RUNS_DIR))
+    base = Path(runs_dir) if runs_dir is not None else runs_root()
     if not base.is_dir():
         raise UserError("latest", f"no runs found: {base}/ does not exist (train one with mcjepa pretrain)")
     runs = [d for d in base.iterdir() if (d / "checkpoints" / "last.pt").is_file()]

@@ -36,6 +36,7 @@ from mcjepa_cli.engine.checkpoint import (
     load_checkpoint,
     load_matching_weights,
     newest_run,
+    runs_root,
     save_checkpoint,
     say_latest,
 )
@@ -281,8 +282,9 @@ def prepare_run_dir(name: str, output: str | None, resume: str | None,
 
 
 def _default_run_dir(name: str) -> Path:
-    """``runs/<name>-<time>``; ``-2``, ``-3``, ... when runs started in the same second."""
-    base = Path("runs") / f"{name}-{_timestamp()}"
+    """``runs/<name>-<time>`` (``$MCJEPA_RUNS/...`` when set, where ``latest`` looks); ``-2``,
+    ``-3``, ... when runs started in the same second."""
+    base = runs_root() / f"{name}-{_timestamp()}"
     run_dir, n = base, 1
     while user_files(run_dir):
         n += 1
@@ -725,7 +727,10 @@ def _locked_pretrain(recipe: Recipe, device: torch.device, run_dir: Path,
             summary["eval_sets"] = eval_set_epes(model, eval_sets, device)
         summary["wall_time_s"] = wall
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(run_dir / "summary.md", _summary_markdown(recipe, summary))
+        text = _summary_markdown(recipe, summary)
+        if recipe.train.report_plots:
+            text += _report_plots(run_dir)
+        atomic_write_text(run_dir / "summary.md", text)
     return summary
 
 
@@ -892,6 +897,23 @@ def _summary_markdown(recipe: Recipe, s: dict[str, Any]) -> str:
     for label, epe in (s.get("eval_sets") or {}).items():
         lines.append(f"- EPE on {label} (train.eval_sets, pooled): {epe:.3f} px")
     lines.append(f"- skipped steps (non-finite): {s['skipped_steps']}, skipped samples: {s['skipped_samples']}")
+    return "\n".join(lines) + "\n"
+
+
+def _report_plots(run_dir: Path) -> str:
+    """Write ``<run>/report/`` (``mcjepa report``) and return summary.md's lines for it; a
+    failure to plot is reported and never fails the finished run."""
+    try:
+        from mcjepa_cli.viz.report import write_report
+
+        report, written = write_report(run_dir)
+    except (ImportError, OSError, ValueError, RuntimeError, UserError) as e:
+        print(f"warning: no plots in {run_dir / 'report'} ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return ""
+    lines = ["", "## Plots", "", f"The full report: [{report.relative_to(run_dir)}]"
+             f"({report.relative_to(run_dir)}) (`mcjepa report {run_dir}` redraws it).", ""]
+    lines += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in written]
     return "\n".join(lines) + "\n"
 
 
