@@ -105,6 +105,9 @@ class TrainConfig:
     # steps between measurements of the gradient norm each objective sends into the encoder
     # (one extra backward per objective; metrics.jsonl "encoder_grad_norm"); 0 = off
     grad_norms_every: int = 0
+    # at the end of the run, PNG plots of metrics.jsonl and a held-out flow panel into
+    # <run>/report/ (the same as `mcjepa report RUN`), linked from summary.md
+    report_plots: bool = True
     channels_last: bool = False  # channels_last memory format (often faster on GPU)
     compile: bool = False  # torch.compile the training step's model
     inject_nan_at: list[int] = field(default_factory=list)  # testing hook: steps whose loss is made NaN

@@ -268,6 +268,7 @@ def _rules() -> dict[str, Rule]:
         "train.eval_sets[].pass_name": OneOf(("clean", "final", "both"), none=True),
         "train.eval_sets[].split": Text(r"[A-Za-z0-9_.-]{1,64}", "a split name", none=True),
         "train.grad_norms_every": STEPS,
+        "train.report_plots": Flag(),
         "train.channels_last": Flag(),
         "train.compile": Flag(),
         "train.inject_nan_at": Nums(STEPS),

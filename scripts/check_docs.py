@@ -83,6 +83,7 @@ CHEAP_PRETRAIN = [
     "schedule.flow_start=0",
     "train.precision=fp32",
     "train.compile=false",
+    "train.report_plots=false",  # plots are tested in tests/test_report.py
 ]
 # Slurm / launcher variables a cluster would set (values for parsing only).
 LAUNCH_ENV = {

@@ -43,6 +43,7 @@ TINY_OVERRIDES = [
     "schedule.warmup=2",
     "train.log_every=1",
     "train.checkpoint_every=3",
+    "train.report_plots=false",  # tests/test_report.py draws them
     "train.eval_pairs=4",
     "train.eval_size=[64,64]",
     "train.device=cpu",
