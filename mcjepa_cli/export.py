@@ -3,14 +3,18 @@
 ``--format timm`` writes the encoder as a safetensors state dict under timm's ConvNeXt key names
 (``stem.*``, ``stages.*``, ``head.norm.*``): it loads strictly into
 ``timm.create_model(arch, num_classes=0)``. The three flow formats trace
-``MCJEPA.estimate_flow`` at one fixed input size (``FlowExportModule``). Every export is reloaded
-and compared with the PyTorch model unless ``check=False`` (DESIGN.md section 6).
+``MCJEPA.estimate_flow`` at one fixed input size (``FlowExportModule``) and refuse any other
+size at run time (``FixedSizeFlow``): a trace bakes that size into the padding, the cost-volume
+tiles and the flow up-sampling, so at another size it would return wrong flow. Every export is
+reloaded, compared with the PyTorch model and shown to refuse another size, unless
+``check=False`` (DESIGN.md section 6).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,17 +52,22 @@ class ExportResult:
     check: str  # what was compared, in words
     max_abs_diff: float | None  # largest |export - PyTorch| over the compared values
     reference_max: float | None  # largest |value| of the PyTorch reference
+    # flow formats, checked: the export's own error for a pair of another size (it runs at
+    # ``size`` only); None for timm and unchecked exports
+    other_size_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class FlowExportModule(nn.Module):
-    """The exported flow graph: ``(image1, image2) -> flow``.
+    """The traced flow graph: ``(image1, image2) -> flow``.
 
     Inputs: two float (1, 3, H, W) images in [0, 1] (RGB, not normalised: the model normalises
     with ImageNet statistics itself). Output: (1, 2, H, W) flow in pixels, x then y, from
-    image1 to image2. H and W are fixed at export time.
+    image1 to image2. A trace is valid at its own H and W only: the padding to the coarsest
+    stride, the cost volume's tile geometry and the flow up-sampling scale are Python integers
+    that tracing records as constants. Export it inside ``FixedSizeFlow``.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -67,6 +76,45 @@ class FlowExportModule(nn.Module):
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
         return self.model.estimate_flow(image1, image2)  # (1, 2, H, W)
+
+
+def check_flow_inputs(image1: torch.Tensor, image2: torch.Tensor, height: int, width: int) -> None:
+    """Raise ``ValueError`` unless both images are (1, 3, ``height``, ``width``).
+
+    Written in the TorchScript subset: ``FixedSizeFlow`` compiles it into the TorchScript
+    export, so that the check runs inside the exported file, without mcjepa.
+    """
+    expected = [1, 3, height, width]
+    got1 = list(image1.shape)
+    got2 = list(image2.shape)
+    if got1 != expected or got2 != expected:
+        raise ValueError(
+            f"this flow model was exported for {height}x{width} (H x W) inputs and runs at "
+            f"that size only: image1 and image2 must be float {expected} tensors, got image1 "
+            f"{got1} and image2 {got2}; resize the frames to {height}x{width} (and scale the "
+            "flow back) or export again with 'mcjepa export --size H W'"
+        )
+
+
+class FixedSizeFlow(nn.Module):
+    """A flow graph valid at one input size, refusing every other size.
+
+    ``flow`` is a ``FlowExportModule`` or its trace. For TorchScript this module is scripted
+    around the trace, so the exported file itself raises (``check_flow_inputs``'s message,
+    naming the export size and the size received). ``torch.export`` and ONNX record the
+    check's outcome at the example size and pin the input shapes instead: the
+    ``torch.export`` program's input guard and onnxruntime's input check refuse another size.
+    """
+
+    def __init__(self, flow: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.flow = flow
+        self.height = int(size[0])
+        self.width = int(size[1])
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        check_flow_inputs(image1, image2, self.height, self.width)
+        return self.flow(image1, image2)  # (1, 2, H, W)
 
 
 def default_output(checkpoint: Path, fmt: str, arch: str, size: tuple[int, int] | None) -> Path:
@@ -170,7 +218,7 @@ def _need_onnx() -> None:
 
 
 def _write_flow_export(
-    fmt: str, module: FlowExportModule, example: tuple[torch.Tensor, torch.Tensor], path: Path
+    fmt: str, module: FixedSizeFlow, example: tuple[torch.Tensor, torch.Tensor], path: Path
 ) -> None:
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -190,7 +238,11 @@ def _write_flow_export(
         # TorchScript and torch.export programs are serialised in memory: their zip writers
         # report a full disk as a RuntimeError, the atomic writer as one line naming the file
         if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(module, example, check_trace=False), buf)
+            # trace the flow graph (fixed size), script the size check around it: a traced
+            # check would be evaluated once, at the example size, and vanish from the file
+            traced = torch.jit.trace(module.flow, example, check_trace=False)
+            size = (module.height, module.width)
+            torch.jit.save(torch.jit.script(FixedSizeFlow(traced, size)), buf)
         else:  # torch.export
             torch.export.save(torch.export.export(module, example), buf)
     atomic_write_bytes(path, buf.getbuffer())
@@ -209,32 +261,94 @@ def _check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
     check_writable("--output", out)
 
 
-def run_flow_export(
-    fmt: str, path: str | Path, image1: torch.Tensor, image2: torch.Tensor
-) -> torch.Tensor:
-    """Run an exported flow model on one pair, the way a user without mcjepa would.
+def load_flow_export(
+    fmt: str, path: str | Path
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Load an exported flow model the way a user without mcjepa would.
 
     Args:
         fmt: ``onnx`` (onnxruntime, CPU), ``torchscript`` (``torch.jit.load``) or ``export``
             (``torch.export.load``).
+        path: the exported file.
+
+    Returns:
+        ``run(image1, image2) -> flow``: float (1, 3, H, W) images in [0, 1] at the export
+        size to (1, 2, H, W) flow in pixels; any other input shape raises (the format's own
+        error, see ``docs/export.md``).
+    """
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run_onnx(image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+            out = sess.run(None, {"image1": image1.numpy(), "image2": image2.numpy()})[0]
+            return torch.from_numpy(out)
+
+        return run_onnx
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path), map_location="cpu")
+    elif fmt == "export":
+        module = torch.export.load(str(path)).module()
+    else:
+        raise ValueError(f"not a flow export format: {fmt!r}")
+
+    def run_torch(image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(image1, image2)
+
+    return run_torch
+
+
+def run_flow_export(
+    fmt: str, path: str | Path, image1: torch.Tensor, image2: torch.Tensor
+) -> torch.Tensor:
+    """Run an exported flow model on one pair (``load_flow_export`` then the call).
+
+    Args:
+        fmt: ``onnx``, ``torchscript`` or ``export``.
         path: the exported file.
         image1, image2: float (1, 3, H, W) in [0, 1] at the export size.
 
     Returns:
         (1, 2, H, W) flow in pixels.
     """
-    if fmt == "onnx":
-        import onnxruntime as ort
+    return load_flow_export(fmt, path)(image1, image2)
 
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        out = sess.run(None, {"image1": image1.numpy(), "image2": image2.numpy()})[0]
-        return torch.from_numpy(out)
-    with torch.no_grad():
-        if fmt == "torchscript":
-            return torch.jit.load(str(path), map_location="cpu")(image1, image2)
-        if fmt == "export":
-            return torch.export.load(str(path)).module()(image1, image2)
-    raise ValueError(f"not a flow export format: {fmt!r}")
+
+def _one_line(e: BaseException) -> str:
+    """An exported model's error on one line; TorchScript's own traceback (source lines
+    before the message) is dropped."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if "Traceback of TorchScript" in str(e):
+        lines = lines[-1:]
+    return " ".join(lines) or e.__class__.__name__
+
+
+def check_refuses_other_sizes(
+    fmt: str, run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], size: tuple[int, int]
+) -> str:
+    """Call an export made at ``size`` with a pair 64 px larger on each side; it must raise.
+
+    Returns:
+        The export's error message, on one line.
+
+    Raises:
+        RunFailed: the export ran at the other size (its flow there would be wrong).
+    """
+    other = (size[0] + 64, size[1] + 64)
+    zeros = torch.zeros(1, 3, *other)
+    try:
+        run(zeros, zeros)
+    # whatever the runtime raises is the refusal we want (torch.jit.Error, the torch.export
+    # guard's AssertionError, onnxruntime's InvalidArgument): keep its message
+    except Exception as e:
+        return _one_line(e)
+    raise RunFailed(
+        f"--format {fmt}: the export, made at {size[0]}x{size[1]}, accepted a "
+        f"{other[0]}x{other[1]} pair instead of refusing it; its flow at other sizes is wrong; "
+        "not trusted"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,10 +448,10 @@ def export_checkpoint(
             fmt, str(out), arch, str(ckpt_path), None, out.stat().st_size, check, what, diff, ref
         )
 
-    module = FlowExportModule(model).eval()
+    module = FixedSizeFlow(FlowExportModule(model), size).eval()
     image1, image2 = sample_pair(size)  # (1, 3, H, W) each
     _write_flow_export(fmt, module, (image1, image2), out)
-    diff = ref = None
+    diff = ref = refusal = None
     checked = check
     runtime = {
         "onnx": "onnxruntime",
@@ -345,7 +459,8 @@ def export_checkpoint(
         "export": "torch.export.load",
     }[fmt]
     what = (
-        f"flow of a synthetic {size[0]}x{size[1]} pair, {runtime} vs PyTorch"
+        f"flow of a synthetic {size[0]}x{size[1]} pair, {runtime} vs PyTorch; "
+        f"a {size[0] + 64}x{size[1] + 64} pair refused"
         if check
         else "not checked (--no-check)"
     )
@@ -358,7 +473,8 @@ def export_checkpoint(
     if checked:
         with torch.inference_mode():
             reference = module(image1, image2)  # (1, 2, H, W)
-        got = run_flow_export(fmt, out, image1, image2)
+        run = load_flow_export(fmt, out)
+        got = run(image1, image2)
         if tuple(got.shape) != tuple(reference.shape):
             raise RunFailed(
                 f"{out}: exported flow has shape {tuple(got.shape)}, "
@@ -366,6 +482,8 @@ def export_checkpoint(
             )
         diff, ref = _max_diff(got, reference), float(reference.abs().max())
         _verdict(fmt, diff, ref)
+        refusal = check_refuses_other_sizes(fmt, run, size)
     return ExportResult(
-        fmt, str(out), arch, str(ckpt_path), size, out.stat().st_size, checked, what, diff, ref
+        fmt, str(out), arch, str(ckpt_path), size, out.stat().st_size, checked, what, diff, ref,
+        refusal,
     )

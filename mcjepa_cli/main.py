@@ -113,6 +113,9 @@ app.command("export")(_export.export_command)
 from mcjepa_cli.commands import datasets as _datasets  # noqa: E402
 
 app.add_typer(_datasets.app, name="datasets")
+from mcjepa_cli.commands import report as _report  # noqa: E402
+
+app.command("report")(_report.report_command)
 
 
 def main() -> None:

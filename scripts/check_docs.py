@@ -70,6 +70,7 @@ TINY_OVERRIDES = [
     "schedule.warmup=2",
     "train.log_every=1",
     "train.checkpoint_every=3",
+    "train.report_plots=false",  # tests/test_report.py draws them
     "train.eval_pairs=4",
     "train.eval_size=[64,64]",
     "train.device=cpu",
@@ -83,7 +84,6 @@ CHEAP_PRETRAIN = [
     "schedule.flow_start=0",
     "train.precision=fp32",
     "train.compile=false",
-    "train.report_plots=false",  # plots are tested in tests/test_report.py
 ]
 # Slurm / launcher variables a cluster would set (values for parsing only).
 LAUNCH_ENV = {
@@ -376,15 +376,15 @@ def write_dataset(kind: str, root: Path) -> None:
             sets.mkdir(parents=True, exist_ok=True)
             (sets / f"{split}.txt").write_text("\n".join(names) + "\n")
     elif kind == "cityscapes":
-        for split in ("train", "val"):
+        for split, city in (("train", "aachen"), ("val", "frankfurt")):  # cities as in the real splits
             for i in range(2):
                 c = _clip(20 * (split == "val") + i, 1)
-                stem = f"aachen_{i:06d}_000019"
+                stem = f"{city}_{i:06d}_000019"
                 _write_image(
-                    root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", c.frames[0]
+                    root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", c.frames[0]
                 )
                 _write_label(
-                    root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelTrainIds.png",
+                    root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png",
                     c.classes[0].numpy(),
                     palette=False,
                 )

@@ -152,6 +152,13 @@ CASES: list[tuple[str, str]] = [
     ("export <ckpt_ok> --format timm --size 64 64 -o <tmp>/e.safetensors", "--size"),
     ("export <ckpt_ok> --format timm -o <tmp>", "<tmp>"),
     ("export <ckpt_ok> --format torchscript --size 64 x -o <tmp>/e.pt", "--size"),
+    # ---------------------------------------------------------------- report
+    ("report <missing>", "<missing>"),
+    ("report <tmp>", "no metrics.jsonl"),
+    ("report <wrong_layout>", "<wrong_layout>"),
+    ("report <ckpt_ok>", "expected a run directory"),
+    ("report latest", "latest: no runs found"),
+    ("report <tmp> --no-such-option", "--no-such-option"),
     # ---------------------------------------------------------------- the app itself
     ("no-such-command", "no-such-command"),
     ("flow-eval --no-such-option", "--no-such-option"),

@@ -437,8 +437,11 @@ def test_json_file_and_help(tmp_path: Path) -> None:
     r = _cli("middlebury", "--root", str(root), "--json", str(out))
     assert r.exit_code == 0, r.output
     assert "middlebury" in r.stdout and "other-data/ + other-gt-flow/" in r.stdout
+    assert r.stdout.splitlines()[-1] == f"wrote {out}"
     rows = json.loads(out.read_text())
     assert rows[0]["status"] == "ok" and rows[0]["used_by"] == ["flow-eval"]
+    r = _cli("middlebury", "--root", str(root), "--json", "-")
+    assert json.loads(r.stdout) == rows and "wrote" not in r.output
     assert set(rows[0]) == {"name", "used_by", "status", "root", "layout", "counts", "problem",
                             "warnings", "notes"}
     for args in (["datasets", "--help"], ["datasets", "check", "--help"]):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import tiny_args
 from typer.testing import CliRunner
 
@@ -93,8 +94,21 @@ def test_export_cli_default_path_and_builtin_check(quickstart_checkpoint, tmp_pa
     assert "max |diff|" in r.output and str(expected) in r.output
 
 
+def _refusal(fmt: str):
+    """The error type each runtime raises for an input of another shape."""
+    if fmt == "onnx":
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        return InvalidArgument
+    return torch.jit.Error if fmt == "torchscript" else AssertionError
+
+
 @pytest.mark.parametrize("fmt", ["export", "torchscript", "onnx"])
-def test_flow_exports_give_pytorch_flow(fmt, quickstart_checkpoint, tmp_path):
+def test_flow_exports_give_pytorch_flow_and_refuse_other_sizes(
+    fmt, quickstart_checkpoint, tmp_path
+):
+    """At the export size the file gives PyTorch's flow; at any other size it raises (a trace
+    at another size returned flow up to 14 px off, or crashed with a storage error)."""
     if fmt == "onnx":
         pytest.importorskip("onnx")
         pytest.importorskip("onnxscript")
@@ -103,8 +117,10 @@ def test_flow_exports_give_pytorch_flow(fmt, quickstart_checkpoint, tmp_path):
 
     h, w = 64, 96
     out = tmp_path / f"flow{SUFFIXES[fmt]}"
-    res = export_checkpoint(str(quickstart_checkpoint), fmt, output=out, size=(h, w), check=False)
+    res = export_checkpoint(str(quickstart_checkpoint), fmt, output=out, size=(h, w), check=True)
     assert Path(res.path) == out and out.is_file() and res.size == (h, w)
+    assert res.checked and res.max_abs_diff is not None and res.max_abs_diff < 1e-4
+    assert res.other_size_error and "refused" in res.check  # the built-in check tried one
 
     g = torch.Generator().manual_seed(11)
     img1 = torch.rand(1, 3, h, w, generator=g)
@@ -116,16 +132,70 @@ def test_flow_exports_give_pytorch_flow(fmt, quickstart_checkpoint, tmp_path):
     if fmt == "onnx":
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == ["image1", "image2"]
-        got = torch.from_numpy(sess.run(None, {"image1": img1.numpy(), "image2": img2.numpy()})[0])
+        assert [i.shape for i in sess.get_inputs()] == [[1, 3, h, w]] * 2  # pinned shapes
+
+        def run(a, b):
+            return torch.from_numpy(sess.run(None, {"image1": a.numpy(), "image2": b.numpy()})[0])
     elif fmt == "torchscript":
-        with torch.no_grad():
-            got = torch.jit.load(str(out))(img1, img2)
+        loaded = torch.jit.load(str(out))
+        assert (loaded.height, loaded.width) == (h, w)  # the export size travels with the file
+
+        def run(a, b):
+            with torch.no_grad():
+                return loaded(a, b)
     else:
-        with torch.no_grad():
-            got = torch.export.load(str(out)).module()(img1, img2)
+        program = torch.export.load(str(out)).module()
+
+        def run(a, b):
+            with torch.no_grad():
+                return program(a, b)
+
+    got = run(img1, img2)
     assert got.shape == reference.shape == (1, 2, h, w)
     assert float(reference.abs().max()) > 0  # a real flow, not an all-zero field
     assert float((got - reference).abs().max()) < 1e-4
+
+    # larger, not a multiple of the pad stride, another width only, a batch of two
+    for shape in ((1, 3, 128, 160), (1, 3, 50, 70), (1, 3, h, w + 16), (2, 3, h, w)):
+        x = torch.rand(*shape, generator=g)
+        with pytest.raises(_refusal(fmt)) as info:
+            run(x, x)
+        msg = str(info.value)
+        if fmt == "torchscript":  # our own check, compiled into the file: both sizes named
+            assert f"exported for {h}x{w}" in msg and str(list(shape)) in msg, msg
+        elif fmt == "onnx":  # onnxruntime names the first differing index, got and expected
+            i = next(k for k in range(4) if shape[k] != (1, 3, h, w)[k])
+            assert f"index: {i} Got: {shape[i]} Expected: {(1, 3, h, w)[i]}" in msg, msg
+        else:  # torch.export's input guard names the input, the dimension and the export size
+            i = next(k for k in range(4) if shape[k] != (1, 3, h, w)[k])
+            assert f"image1.size()[{i}] == {(1, 3, h, w)[i]}" in msg, msg
+
+
+def test_torchscript_refusal_names_both_sizes_on_the_command_line(quickstart_checkpoint, tmp_path):
+    out = tmp_path / "flow.torchscript.pt"
+    r = runner.invoke(
+        app,
+        ["export", str(quickstart_checkpoint), "--format", "torchscript", "--size", "64", "96",
+         "-o", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    assert "at 64x96 only" in r.output
+    refused = [ln for ln in r.output.splitlines() if ln.startswith("other sizes are refused:")]
+    assert len(refused) == 1, r.output
+    assert "exported for 64x96" in refused[0] and "[1, 3, 128, 160]" in refused[0]
+
+
+def test_size_check_in_python():
+    from mcjepa_cli.export import FixedSizeFlow, check_flow_inputs
+
+    ok = torch.zeros(1, 3, 8, 12)
+    check_flow_inputs(ok, ok, 8, 12)
+    with pytest.raises(ValueError, match=r"exported for 8x12 .* got image1 \[1, 3, 8, 12\] and "
+                                         r"image2 \[1, 3, 12, 8\]"):
+        check_flow_inputs(ok, torch.zeros(1, 3, 12, 8), 8, 12)
+    flow = FixedSizeFlow(nn.Identity(), (8, 12))  # the check raises before Identity is called
+    with pytest.raises(ValueError, match="exported for 8x12"):
+        flow(torch.zeros(1, 3, 16, 24), torch.zeros(1, 3, 16, 24))
 
 
 def test_export_user_errors_are_one_line(quickstart_checkpoint, tmp_path):

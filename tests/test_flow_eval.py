@@ -397,7 +397,7 @@ def test_saved_predictions_score_the_same(tmp_path: Path, dataset: str) -> None:
     }[dataset]
     assert (out / layout).is_file()
     assert len(direct) == len(scored)
-    for a, b in zip(direct, scored):
+    for a, b in zip(direct, scored, strict=True):
         assert a["sequence"] == b["sequence"] and a["n_pixels"] == b["n_pixels"]
         if dataset in ("kitti-2015", "kitti-2012", "hd1k"):
             # KITTI PNGs store flow on a 1/64 px grid: at most 1/128 px per component moves
@@ -416,7 +416,7 @@ def test_synthetic_zero_flow_matches_the_generator() -> None:
     rows = flow_eval("synthetic", model="zero", synthetic_count=3, synthetic_size=(24, 32))
     all_mag = torch.cat([m.flatten() for m in mags])
     assert rows[0]["epe"] == pytest.approx(float(all_mag.mean()), rel=1e-9)
-    occ_mag = torch.cat([m[o] for m, o in zip(mags, occ)])
+    occ_mag = torch.cat([m[o] for m, o in zip(mags, occ, strict=True)])
     if occ_mag.numel():
         assert rows[0]["epe_occ"] == pytest.approx(float(occ_mag.mean()), rel=1e-9)
     assert rows[0]["pass"] is None and rows[0]["split"] == "val"
@@ -500,6 +500,22 @@ def test_cli_synthetic_needs_no_path(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "s.json").read_text())[0]
     assert row["dataset"] == "synthetic" and row["n_pixels"] == 2 * 16 * 24
+
+
+def test_cli_ends_with_the_files_it_wrote(tmp_path: Path) -> None:
+    small = ("--dataset", "synthetic", "--model", "zero", "--count", "2", "--size", "16x24")
+    preds, out = tmp_path / "preds", tmp_path / "rows.json"
+    result = _cli(*small, "--save-predictions", str(preds), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == f"wrote {preds} (2 prediction file(s)), {out}"
+    assert sorted(p.name for p in preds.iterdir()) == ["000000.flo", "000001.flo"]
+    # --json -: stdout holds the JSON alone; the table and the wrote line go to stderr
+    result = _cli(*small, "--save-predictions", str(tmp_path / "p2"), "--json", "-")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["n_images"] == 2
+    assert result.stderr.splitlines()[-1] == f"wrote {tmp_path / 'p2'} (2 prediction file(s))"
+    result = _cli(*small)  # nothing written, nothing said
+    assert result.exit_code == 0 and "wrote" not in result.output
 
 
 # -------------------------------------------------------------- trained quickstart checkpoint

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from typer.testing import CliRunner
 
+from mcjepa_cli.errors import UserError
 from mcjepa_cli.eval.linear_probe import (
     AugmentedCrops,
     FeatureCache,
@@ -29,6 +30,7 @@ from mcjepa_cli.eval.linear_probe import (
 from mcjepa_cli.eval.seg_metrics import ConfusionMeter
 from mcjepa_cli.eval.segment_eval import segment_eval
 from mcjepa_cli.main import app
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -106,9 +108,9 @@ def make_voc(root: Path, n_train: int = 3, n_val: int = 2, bad_value: int | None
 
 
 def small_cfg(model: nn.Module, **kw) -> ProbeConfig:
-    base = dict(levels=select_levels(model, (4, 8, 16, 32)), crop=(32, 32), slide_stride=(21, 21),
-                scale=None, steps=80, batch_size=8, lr=1e-2, warmup_steps=5, cache_crops=2,
-                eval_batch=4)
+    base = {"levels": select_levels(model, (4, 8, 16, 32)), "crop": (32, 32),
+            "slide_stride": (21, 21), "scale": None, "steps": 80, "batch_size": 8, "lr": 1e-2,
+            "warmup_steps": 5, "cache_crops": 2, "eval_batch": 4}
     base.update(kw)
     return ProbeConfig(**base)
 
@@ -144,8 +146,6 @@ def test_head_is_resize_concat_batchnorm_1x1conv():
 
 
 def test_select_levels_rejects_unknown_strides():
-    from mcjepa_cli.errors import UserError
-
     m = FakeBackbone()
     assert select_levels(m, (32, 4, 8)) == [1, 2, 4]
     assert select_levels(m, None) == list(range(6))
@@ -229,7 +229,8 @@ def test_feature_cache_holds_backbone_features_of_the_augmented_crops():
     for got, ref in zip(cache.feats, feats, strict=True):
         assert got.dtype == torch.float16
         assert torch.allclose(got.float(), ref, atol=2e-2, rtol=1e-2)
-    expected = sum(2 * c * math.ceil(32 / s) ** 2 for c, s in zip((4, 5, 6, 7), (4, 8, 16, 32)))
+    expected = sum(2 * c * math.ceil(32 / s) ** 2 for c, s in zip((4, 5, 6, 7), (4, 8, 16, 32),
+                                                             strict=True))
     expected += 32 * 32  # uint8 labels
     assert FeatureCache.nbytes(model, cfg.levels, cfg.crop, 6) == 6 * expected
     # the concatenated layout holds the head's input: levels resized to stride 4, stacked
@@ -359,3 +360,84 @@ def test_cli_quickstart_checkpoint_latest_and_probe_rerun(tmp_path, monkeypatch,
     second = json.loads((tmp_path / "b.json").read_text())
     assert second["miou"] == pytest.approx(first["miou"], abs=1e-12)
     assert second["per_class_iou"] == pytest.approx(first["per_class_iou"], abs=1e-12)
+
+
+# ------------------------------------------------------- held-out scores only (issue 23)
+
+
+def voc_without_split_files(root: Path, n: int = 2) -> Path:
+    """A VOC folder like the real two-image sample: JPEGImages + SegmentationClass, no ImageSets."""
+    make_voc(root, n_train=n, n_val=0)
+    for f in (root / "ImageSets" / "Segmentation").iterdir():
+        f.unlink()
+    (root / "ImageSets" / "Segmentation").rmdir()
+    (root / "ImageSets").rmdir()
+    return root
+
+
+def test_cli_refuses_to_score_training_images_without_the_flag(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = voc_without_split_files(tmp_path / "VOC2012")
+    args = ["--dataset", "voc", "--root", str(root), "--backbone", "random", "--steps", "1",
+            "--batch-size", "2", "--crop-size", "64", "-o", str(tmp_path / "o")]
+    result = run_cli(*args)
+    missing = root / "ImageSets" / "Segmentation" / "train.txt"
+    assert_one_line_error(result, f"error: {missing}: split file not found (nor val.txt)",
+                          "2 of the 2 voc val images", "--allow-train-eval-overlap")
+    assert len(result.output.strip().splitlines()) == 1, result.output  # nothing before it
+    assert not (tmp_path / "o").exists() and not (tmp_path / "runs").exists()
+
+    # --split train scores the probe's own training split: refused as well
+    root2 = make_voc(tmp_path / "VOC2012b", n_train=2, n_val=1)
+    result = run_cli("--dataset", "voc", "--root", str(root2), "--split", "train", *args[4:])
+    assert_one_line_error(result, "error: --split train:", "2 of the 2 voc train images")
+
+
+def test_cli_labels_a_score_on_training_images_with_the_flag(tmp_path):
+    root = voc_without_split_files(tmp_path / "VOC2012")
+    out = tmp_path / "o"
+    result = run_cli("--dataset", "voc", "--root", str(root), "--backbone", "random", "--steps",
+                     "2", "--batch-size", "2", "--crop-size", "64", "-o", str(out), "--json",
+                     str(tmp_path / "r.json"), "--examples", "0", "--allow-train-eval-overlap")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich may wrap the title
+    assert "NOT HELD OUT: 2 are training images of the probe" in text
+    assert "mIoU (on training images)" in text and "paper mIoU" not in text
+    assert "67.1" not in text
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["held_out"] is False and data["train_eval_overlap"] == 2
+    assert data["paper_miou"] is None
+    assert any(n.startswith("NOT HELD OUT") for n in data["notes"])
+    # the probe remembers its training images: scoring them again needs the flag too
+    again = ["--dataset", "voc", "--root", str(root), "--backbone", "random", "--crop-size", "64",
+             "--examples", "0", "--probe", str(out / "probe.pt"), "-o", str(tmp_path / "o2")]
+    assert torch.load(out / "probe.pt", weights_only=True)["train_names"] == ["t0", "t1"]
+    assert_one_line_error(run_cli(*again), "split file not found")
+
+
+def test_probe_trained_on_the_scored_images_is_refused(tmp_path):
+    root = make_voc(tmp_path / "VOC2012")
+    model = FakeBackbone()
+    common = {"model": model, "crop_size": "32", "device": "cpu", "examples": 0}
+    res = segment_eval("voc", root=root, steps=2, batch_size=2, output=tmp_path / "o", **common)
+    assert res.held_out and res.train_eval_overlap == 0
+    assert res.to_json()["paper_miou"] == 67.1 and res.to_json()["held_out"] is True
+    probe = tmp_path / "o" / "probe.pt"
+    with pytest.raises(UserError, match=r"--probe .*probe\.pt: 3 of the 3 voc train images"):
+        segment_eval("voc", root=root, split="train", probe=probe, output=tmp_path / "o2",
+                     **common)
+    labelled = segment_eval("voc", root=root, split="train", probe=probe, output=tmp_path / "o3",
+                            allow_train_eval_overlap=True, **common)
+    assert labelled.train_eval_overlap == 3 and not labelled.held_out
+    # its own val split is held out
+    held = segment_eval("voc", root=root, probe=probe, output=tmp_path / "o4", **common)
+    assert held.held_out
+
+
+def test_synthetic_splits_never_overlap():
+    from mcjepa_cli.data.segmentation import build_seg_splits, item_names
+
+    splits = build_seg_splits("synthetic", synthetic_train=3, synthetic_val=3,
+                              synthetic_size=(16, 16))
+    assert not set(item_names(splits.train)) & set(item_names(splits.val))
+    assert item_names(splits.val) == [splits.val[i][2] for i in range(3)]

@@ -17,6 +17,7 @@ from mcjepa_cli.data.segmentation import (
     VOC_CLASS_NAMES,
     augment_pair,
     build_seg_splits,
+    item_names,
     rescale_size,
 )
 from mcjepa_cli.errors import UserError
@@ -67,6 +68,9 @@ def test_real_voc_images_load_with_palette_labels(shared_data, tmp_path):
     splits = build_seg_splits("voc", root, "val")
     # no ImageSets in the sample: both splits fall back to SegmentationClass/, with notes
     assert len(splits.notes) == 2 and all("not found" in n for n in splits.notes)
+    sets = root / "ImageSets" / "Segmentation"
+    assert splits.missing_split_files == [sets / "val.txt", sets / "train.txt"]
+    assert item_names(splits.train) == item_names(splits.val)  # segment-eval refuses this
     assert splits.class_names == VOC_CLASS_NAMES and splits.num_classes == 21
     names = [splits.val[i][2] for i in range(len(splits.val))]
     assert names == ["2007_000032", "2007_000033"]
@@ -87,7 +91,7 @@ def test_real_voc_images_load_with_palette_labels(shared_data, tmp_path):
     (sets / "train.txt").write_text("2007_000032\n")
     (sets / "val.txt").write_text("2007_000033\n")
     splits = build_seg_splits("voc", copy, "val")
-    assert splits.notes == []
+    assert splits.notes == [] and splits.missing_split_files == []
     assert [splits.train[0][2]] == ["2007_000032"] and len(splits.train) == 1
     assert [splits.val[0][2]] == ["2007_000033"] and len(splits.val) == 1
 

@@ -75,7 +75,7 @@ def check_command(
     Each dataset is listed and its first sample of each kind (frames, flow, masks, labels,
     annotations) is opened with the readers the other commands use.
     """
-    from mcjepa_cli.io.json_out import human_output_to_stderr
+    from mcjepa_cli.io.json_out import human_output_to_stderr, is_stdout
 
     with human_output_to_stderr(json_file):
         from mcjepa_cli.data.check import check_datasets, failed, write_checks_json
@@ -84,5 +84,7 @@ def check_command(
         print_checks(checks)
         if json_file is not None:
             write_checks_json(json_file, checks)
+            if not is_stdout(json_file):
+                print(f"wrote {json_file}")
     if failed(checks, requested=name is not None):
         raise typer.Exit(code=1)

@@ -20,7 +20,7 @@ def export_command(
         "-f",
         help="timm: the encoder as a timm ConvNeXt state dict (.safetensors). onnx, torchscript "
         "(torch.jit.trace, deprecated upstream) or export (torch.export, .pt2): the flow model "
-        "(image1, image2) -> flow at the fixed --size.",
+        "(image1, image2) -> flow at the fixed --size; other sizes are refused when it runs.",
     ),
     output: str = typer.Option(
         None,
@@ -36,14 +36,16 @@ def export_command(
         "--size",
         metavar="H W",
         help="Input height and width of the exported flow model, e.g. --size 384 832 "
-        "(default: the recipe's data.flow_size). Not used by --format timm.",
+        "(default: the recipe's data.flow_size); the export runs at this size only. Not used by "
+        "--format timm.",
         show_default=False,
     ),
     check: bool = typer.Option(
         True,
         "--check/--no-check",
         help="Reload the export and compare it with PyTorch: timm's stage outputs, or the flow of "
-        "a synthetic pair (ONNX: where onnxruntime is installed).",
+        "a synthetic pair and the refusal of another size (ONNX: where onnxruntime is "
+        "installed).",
     ),
     overwrite: bool = typer.Option(
         False,
@@ -61,7 +63,7 @@ def export_command(
         checkpoint, fmt, output=output, size=tuple(size) if size else None, check=check,
         overwrite=overwrite,
     )
-    shape = f" at {result.size[0]}x{result.size[1]}" if result.size else ""
+    shape = f" at {result.size[0]}x{result.size[1]} only" if result.size else ""
     print(
         f"wrote {result.path} ({result.format}, {result.arch}{shape}, {result.bytes / 1e6:.1f} MB)"
     )
@@ -70,5 +72,7 @@ def export_command(
             f"checked: {result.check}: max |diff| {result.max_abs_diff:.2e} "
             f"(largest value {result.reference_max:.3g})"
         )
+        if result.other_size_error:
+            print(f"other sizes are refused: {result.other_size_error}")
     else:
         print(result.check)

@@ -112,7 +112,7 @@ def flow_eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score optical flow (a checkpoint, zero flow or flow files) on a benchmark's ground truth."""
-    from mcjepa_cli.io.json_out import human_output_to_stderr
+    from mcjepa_cli.io.json_out import human_output_to_stderr, is_stdout
 
     with human_output_to_stderr(json_file):
         from mcjepa_cli.eval.flow_eval import flow_eval
@@ -126,3 +126,11 @@ def flow_eval_command(
             progress=progress,
         )
         print_rows(rows)
+        wrote = []
+        if save_predictions is not None:
+            n = sum(r["n_images"] for r in rows if r.get("sequence") is None)
+            wrote.append(f"{save_predictions} ({n} prediction file(s))")
+        if json_file is not None and not is_stdout(json_file):
+            wrote.append(json_file)
+        if wrote:
+            print(f"wrote {', '.join(wrote)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from mcjepa_cli.config import load_recipe
 from mcjepa_cli.errors import UserError
 
 
@@ -13,9 +12,10 @@ def pretrain_command(
         None, help="Recipe YAML path or packaged recipe name (quickstart, mcjepa_convnext_tiny, "
         "mjepa_flow_only). Optional with --resume.", show_default=False),
     set_: list[str] = typer.Option(
-        [], "--set", help="Override a recipe field, e.g. --set optim.lr_encoder=1e-3 (repeatable)."),
+        [], "--set", help="Override a recipe field, e.g. --set optim.lr_encoder=1e-3 "
+        "(repeatable)."),
     output: str = typer.Option(
-        None, "--output", "-o", help="Run directory [default: runs/<recipe>-<timestamp>]."),
+        None, "--output", "-o", help="Run directory [default: runs/<recipe>-<timestamp>, under $MCJEPA_RUNS when set]."),
     resume: str = typer.Option(
         None, "--resume", help="Continue a run exactly: its directory, a checkpoint, or 'latest'."),
     init: str = typer.Option(
@@ -33,6 +33,8 @@ def pretrain_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw the progress bar."),
 ) -> None:
     """Pretrain MC-JEPA (flow + VICReg) from a YAML recipe and write a run directory."""
+    # imported here, not at the top: `mcjepa --help` must not pay for torch (issue 23)
+    from mcjepa_cli.config import load_recipe
     from mcjepa_cli.engine.trainer import pretrain
 
     overrides = list(set_)
@@ -65,5 +67,6 @@ def pretrain_command(
         for label, epe in (summary.get("eval_sets") or {}).items():
             t.add_row(f"EPE on {label} (px, train.eval_sets)", f"{epe:.3f}")
         t.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
-        t.add_row("skipped steps / samples", f"{summary['skipped_steps']} / {summary['skipped_samples']}")
+        t.add_row("skipped steps / samples",
+                  f"{summary['skipped_steps']} / {summary['skipped_samples']}")
         Console().print(t)

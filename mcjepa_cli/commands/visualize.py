@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mcjepa_cli.viz.run import PANEL_CHOICES
+# mcjepa_cli.viz.run.PANEL_CHOICES, spelt out so that `mcjepa --help` does not import torch
+# with viz.run (tests/test_cli_speed.py keeps the two equal)
+PANEL_CHOICES = ("frame", "flow", "occlusion", "pca", "error", "mask")
 
 
 def visualize_command(

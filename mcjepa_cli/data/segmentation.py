@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mcjepa_cli.data.roots import resolve_root
 from mcjepa_cli.errors import UserError
@@ -128,6 +128,10 @@ class SegmentationFiles(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def name(self, index: int) -> str:
+        """The id of item ``index`` (what ``__getitem__`` returns third), without reading it."""
+        return self.items[index][2]
+
     def decoding(self, path: Path) -> tuple[np.ndarray, str]:
         """The lookup table raw value -> training id for ``path`` and its valid raw range."""
         return self.label_lut, self.valid_raw
@@ -169,6 +173,8 @@ class SegSplits:
         notes: warnings worth printing (e.g. a missing split file and what was used instead).
         root: the dataset's own folder (None for the rendered synthetic set); no output may be
             written in it.
+        missing_split_files: split files that were absent, so that every annotated image was
+            used for that split instead (VOC); the training and evaluation splits then overlap.
     """
 
     name: str
@@ -178,10 +184,25 @@ class SegSplits:
     class_names: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
     root: Path | None = None
+    missing_split_files: list[Path] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def item_names(ds: Dataset) -> list[str]:
+    """The ids of a split's items, in order (``Subset`` s included), without reading images.
+
+    Datasets without a ``name(index)`` method are read item by item (their third value).
+    """
+    if isinstance(ds, Subset):
+        inner = item_names(ds.dataset)
+        return [inner[i] for i in ds.indices]
+    name = getattr(ds, "name", None)
+    if callable(name):
+        return [name(i) for i in range(len(ds))]
+    return [str(ds[i][2]) for i in range(len(ds))]
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -212,8 +233,9 @@ def voc_splits(root: Path, split: str = "val") -> SegSplits:
     ``trainaug.txt`` when present, else every PNG in it), minus the evaluation ids; an id's
     label is read from ``SegmentationClass/`` when it is there, else from
     ``SegmentationClassAug/``. Evaluation ids: ``ImageSets/Segmentation/<split>.txt``. When a
-    split file is missing, every image of ``SegmentationClass/`` is used for that split and a
-    note says so (the two splits then overlap: fine for a smoke test, not for a benchmark).
+    split file is missing, every image of ``SegmentationClass/`` is used for that split, a
+    note says so and ``missing_split_files`` lists the file (the two splits then overlap:
+    ``segment_eval`` refuses to score such a split without ``allow_train_eval_overlap``).
     """
     jpeg = root / "JPEGImages"
     cls_dir = root / "SegmentationClass"
@@ -224,6 +246,7 @@ def voc_splits(root: Path, split: str = "val") -> SegSplits:
                                  "(or SegmentationClassAug)")
     sets = root / "ImageSets" / "Segmentation"
     notes: list[str] = []
+    missing: list[Path] = []
 
     def listing(split_name: str) -> list[str]:
         f = sets / f"{split_name}.txt"
@@ -233,6 +256,7 @@ def voc_splits(root: Path, split: str = "val") -> SegSplits:
         ids = sorted(p.stem for p in folder.glob("*.png"))
         notes.append(f"{f} not found: using all {len(ids)} annotated images of {folder.name}/ "
                      f"as the {split_name} split")
+        missing.append(f)
         return ids
 
     val_ids = listing(split)
@@ -262,7 +286,8 @@ def voc_splits(root: Path, split: str = "val") -> SegSplits:
     valid = "0..20 or 255"
     train = SegmentationFiles(items(train_ids, True), 21, VOC_CLASS_NAMES, lut, valid)
     val = SegmentationFiles(items(val_ids, False), 21, VOC_CLASS_NAMES, lut, valid)
-    return SegSplits("voc", train, val, split, VOC_CLASS_NAMES, notes)
+    return SegSplits("voc", train, val, split, VOC_CLASS_NAMES, notes,
+                     missing_split_files=missing)
 
 
 def cityscapes_lut() -> np.ndarray:
@@ -374,10 +399,14 @@ class SyntheticSegmentationSet(Dataset):
     def __len__(self) -> int:
         return len(self.inner)
 
+    def name(self, index: int) -> str:
+        """The id of item ``index``: its seed stream and index (train and val ids differ)."""
+        return f"synthetic_{self.split}_{index:05d}"
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         item = self.inner[index]
         image = (item["image"].clamp(0, 1) * 255).round().to(torch.uint8)  # (3, H, W)
-        return image, item["label"].long(), f"synthetic_{self.split}_{index:05d}"
+        return image, item["label"].long(), self.name(index)
 
 
 def synthetic_splits(

@@ -29,6 +29,7 @@ from mcjepa_cli.data.segmentation import (
     PROTOCOLS,
     SegSplits,
     build_seg_splits,
+    item_names,
     scaled_protocol_scale,
 )
 from mcjepa_cli.engine.device import resolve_device, resolve_precision
@@ -83,6 +84,9 @@ class SegmentEvalResult:
 
     ``miou``, ``pixel_acc`` and the per-class IoUs are fractions in [0, 1]; a class whose
     union is empty over the whole split has IoU None and does not enter the mean.
+    ``train_eval_overlap`` counts the scored images the probe was trained on: 0 unless
+    ``allow_train_eval_overlap`` let a split without held-out images through, and then the
+    scores are no benchmark result (``held_out`` False, no ``paper_miou`` in the JSON).
     """
 
     dataset: str
@@ -100,6 +104,12 @@ class SegmentEvalResult:
     train: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    train_eval_overlap: int = 0
+
+    @property
+    def held_out(self) -> bool:
+        """True when no scored image was seen by the probe in training."""
+        return self.train_eval_overlap == 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (no NaN: missing values are null)."""
@@ -107,7 +117,9 @@ class SegmentEvalResult:
         for k in ("miou", "pixel_acc"):
             if isinstance(d[k], float) and math.isnan(d[k]):
                 d[k] = None
-        d["paper_miou"] = PAPER_MIOU.get(self.dataset)
+        d["held_out"] = self.held_out
+        # a score on training images is not comparable with the paper's held-out figure
+        d["paper_miou"] = PAPER_MIOU.get(self.dataset) if self.held_out else None
         return d
 
 
@@ -191,7 +203,7 @@ def write_example(path: Path, image: torch.Tensor, label: torch.Tensor, pred: to
 
 def _probe_payload(
     head: LinearSegHead, model: nn.Module, cfg: ProbeConfig, splits: SegSplits, backbone: str,
-    arch: str | None, train: TrainSummary,
+    arch: str | None, train: TrainSummary, train_names: list[str],
 ) -> dict[str, Any]:
     strides = [int(model.feature_strides[i]) for i in cfg.levels]
     payload: dict[str, Any] = {
@@ -208,6 +220,7 @@ def _probe_payload(
         "finetuned": cfg.finetune,
         "config": _config_dict(cfg, strides),
         "train": asdict(train),
+        "train_names": list(train_names),  # ids of its training images: --probe checks overlap
     }
     if cfg.finetune:
         enc = getattr(model, "encoder", model)
@@ -268,6 +281,51 @@ def load_probe(path: str | Path, model: nn.Module, num_classes: int) -> tuple[Li
             raise UserError(p, f"fine-tuned backbone weights do not fit this backbone "
                                f"({e.__class__.__name__})") from None
     return head.eval(), data
+
+
+OVERLAP_FLAG = "--allow-train-eval-overlap"
+
+
+def check_held_out(
+    splits: SegSplits, trained_on: list[str], scored: list[str], allow: bool,
+    probe: str | Path | None = None,
+) -> int:
+    """How many ``scored`` images are in ``trained_on``; refuse any unless ``allow``.
+
+    Args:
+        splits: the dataset (for its missing split files and names).
+        trained_on: ids of the images the probe is (or was) trained on.
+        scored: ids of the images to score.
+        allow: ``--allow-train-eval-overlap``: score them anyway (the result is labelled).
+        probe: the ``--probe`` file, when the probe was trained earlier.
+
+    Raises:
+        UserError: some scored images are training images and ``allow`` is False; the
+            culprit is the missing split file that merged the splits, the ``--probe`` file
+            or ``--split``.
+    """
+    seen = set(trained_on)
+    overlap = sum(1 for n in scored if n in seen)
+    if overlap == 0 or allow:
+        return overlap
+    same = (f"{overlap} of the {len(scored)} {splits.name} {splits.split} images to score "
+            f"{'are' if overlap > 1 else 'is'}")
+    if splits.missing_split_files:
+        # the training list first: without it the probe learns from every annotated image
+        first, *others = sorted(splits.missing_split_files, key=lambda f: f.stem != "train")
+        nor = f" (nor {', '.join(f.name for f in others)})" if others else ""
+        raise UserError(first, f"split file not found{nor}, so the training and evaluation "
+                               f"splits cannot be separated: {same} also among the training "
+                               f"images; add the split files (ImageSets/Segmentation/train.txt and "
+                               f"{splits.split}.txt) or pass {OVERLAP_FLAG} to score on "
+                               f"training images anyway (not a held-out result)")
+    if probe is not None:
+        raise UserError(f"--probe {probe}", f"{same} among the images this probe was trained "
+                                            f"on; score another split or pass {OVERLAP_FLAG} "
+                                            f"(not a held-out result)")
+    raise UserError(f"--split {splits.split}", f"{same} also among the probe's training images; "
+                                               f"score a held-out split (--split val) or pass "
+                                               f"{OVERLAP_FLAG} (not a held-out result)")
 
 
 def _config_dict(cfg: ProbeConfig, strides: list[int]) -> dict[str, Any]:
@@ -337,6 +395,7 @@ def segment_eval(
     synthetic_size: tuple[int, int] = (128, 160),
     model: nn.Module | None = None,
     log: LogFn | None = None,
+    allow_train_eval_overlap: bool = False,
 ) -> SegmentEvalResult:
     """Train (or load) a linear segmentation probe on frozen features and score a split.
 
@@ -374,6 +433,10 @@ def segment_eval(
         synthetic_size: synthetic image size (H, W).
         model: an already built backbone (tests, notebooks); overrides checkpoint/backbone.
         log: progress printer (None = silent).
+        allow_train_eval_overlap: score images the probe is (or, with ``probe``, was) trained
+            on, e.g. a VOC folder without ``ImageSets/Segmentation/``; the result then says so
+            (``train_eval_overlap``, ``held_out``) and carries no paper figure. Without it such
+            a split is refused.
 
     Returns:
         The scores and the paths written.
@@ -381,7 +444,9 @@ def segment_eval(
     Raises:
         UserError: bad option values or input files (exit code 2 on the command line); an
             output (``output``, ``json_path``) that is an input or lies inside the dataset's
-            folder, or cannot be written there.
+            folder, or cannot be written there; scored images that are training images of the
+            probe (a missing VOC split file, ``--split train``, a ``probe`` trained on them)
+            without ``allow_train_eval_overlap``.
     """
     t_start = time.perf_counter()
     say: LogFn = log or (lambda s: None)
@@ -425,12 +490,17 @@ def segment_eval(
                               synthetic_val=n_val or 256, synthetic_size=synthetic_size,
                               seed=seed)
     notes = list(splits.notes)
-    for n in notes:
-        say(f"note: {n}")
     train_set = _subset(splits.train, n_train)
     val_set = _subset(splits.val, n_val)
     if len(val_set) == 0:
         raise UserError(f"{splits.name} {split} split", "no evaluation images found")
+    val_names = item_names(val_set)
+    overlap = 0
+    if probe is None:  # before any output: a split that is not held out stops here
+        train_names = item_names(train_set)
+        overlap = check_held_out(splits, train_names, val_names, allow_train_eval_overlap)
+    for n in notes:
+        say(f"note: {n}")
 
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
@@ -456,6 +526,12 @@ def segment_eval(
             raise UserError(f"--levels {levels}", f"the probe reads levels {data['level_strides']}")
         if data.get("backbone") and data.get("backbone") != backbone_desc:
             notes.append(f"probe was trained on {data['backbone']}, evaluated on {backbone_desc}")
+        if isinstance(data.get("train_names"), list) and data.get("dataset") == splits.name:
+            overlap = check_held_out(splits, [str(n) for n in data["train_names"]], val_names,
+                                     allow_train_eval_overlap, probe)
+        elif data.get("dataset") == splits.name:
+            notes.append("the probe does not list its training images (written by an older "
+                         "mcjepa): whether they overlap the scored images is not checked")
         probe_path = Path(probe)
         train_info = data.get("train")
     else:
@@ -489,11 +565,16 @@ def segment_eval(
         train_info = asdict(summary)
         probe_path = out_dir / "probe.pt"
         payload = _probe_payload(head, model, cfg, splits, backbone_desc,
-                                 arch if backbone == "random" else None, summary)
+                                 arch if backbone == "random" else None, summary, train_names)
         atomic_torch_save(probe_path, payload)
         say(f"probe saved: {probe_path}")
     head = head.to(dev).eval()
     model.eval()
+    if overlap:
+        notes.append(f"NOT HELD OUT: {overlap} of the {len(val_set)} scored images are training "
+                     f"images of the probe ({OVERLAP_FLAG}); a fit check, not a benchmark "
+                     f"result, and not comparable with the paper's figures")
+        say(f"note: {notes[-1]}")
 
     meter = ConfusionMeter(splits.num_classes, IGNORE_INDEX)
     n_ex = min(examples, len(val_set))
@@ -522,7 +603,7 @@ def segment_eval(
         example_paths=example_paths,
         config={**_config_dict(cfg, strides), "preset": preset, "train_images": len(train_set)},
         train=train_info,
-        notes=notes, seconds=time.perf_counter() - t_start,
+        notes=notes, seconds=time.perf_counter() - t_start, train_eval_overlap=overlap,
     )
     text = json.dumps(result.to_json(), indent=2) + "\n"
     atomic_write_text(out_dir / "results.json", text)
