@@ -58,6 +58,19 @@ def _save(fig: Any, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def _style(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _finish(plt: Any, fig: Any, out: Path) -> bool:
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
+    return True
+
+
 def _grid(plt: Any, n: int, title: str) -> tuple[Any, list[Any]]:
     cols = min(4, n)
     rows = math.ceil(n / cols)
@@ -79,13 +92,8 @@ def _plot_terms(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str)
         ax.plot(xs, ys, lw=1)
         if min(ys) > 0 and max(ys) / min(ys) > 50:
             ax.set_yscale("log")
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
-    return True
+        _style(ax, key)
+    return _finish(plt, fig, out)
 
 
 def _plot_optim(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
@@ -97,18 +105,12 @@ def _plot_optim(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str)
     for g in groups:
         pts = [(r["step"], r["lr"][g]) for r in train if g in (r.get("lr") or {})]
         ax_lr.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, label=g)
-    ax_lr.set_title("learning rate per parameter group", fontsize=9)
+    _style(ax_lr, "learning rate per parameter group")
     ax_lr.legend(fontsize=7)
     xs, ys = _series(train, "grad_norm")
     ax_gn.plot(xs, ys, lw=1)
-    ax_gn.set_title("gradient norm (before clipping)", fontsize=9)
-    for ax in (ax_lr, ax_gn):
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
-    return True
+    _style(ax_gn, "gradient norm (before clipping)")
+    return _finish(plt, fig, out)
 
 
 def _plot_throughput(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
@@ -120,13 +122,8 @@ def _plot_throughput(plt: Any, train: list[dict[str, Any]], out: Path, run_name:
         xs, ys = _series(train, key)
         ax.plot(xs, ys, lw=1)
         ax.set_ylim(bottom=0)
-        ax.set_title(key.replace("_per_s", " / s"), fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
-    return True
+        _style(ax, key.replace("_per_s", " / s"))
+    return _finish(plt, fig, out)
 
 
 def _plot_eval(plt: Any, evals: list[dict[str, Any]], summary: dict[str, Any] | None,
@@ -149,7 +146,7 @@ def _plot_eval(plt: Any, evals: list[dict[str, Any]], summary: dict[str, Any] | 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, pts in curves.items():
         pts = sorted(dict(pts).items())
-        style = dict(ls="--", color="grey") if label == "zero flow" else {}
+        style = {"ls": "--", "color": "grey"} if label == "zero flow" else {}
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1,
                 label=label, **style)
     ax.set_title(f"{run_name}: end-point error (px, pooled)", fontsize=10)
@@ -157,10 +154,7 @@ def _plot_eval(plt: Any, evals: list[dict[str, Any]], summary: dict[str, Any] | 
     ax.set_ylabel("EPE (px)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, out)
 
 
 def _flow_panel(ckpt_path: Path, out: Path) -> str | None:
