@@ -68,6 +68,13 @@ class ScheduleConfig:
     total: float = 100  # training length in `unit`
     warmup: float = 10  # linear learning-rate warm-up in `unit`
     flow_start: float = 10  # the flow objective joins after this much (SSL-only warm-up)
+    # The staged flow objective (ARFlow's two stages, UFlow/SMURF's occlusion schedule), in
+    # `unit`, counted from flow_start: until ssim_start the reconstruction leaves out its SSIM
+    # share (loss.photo_ssim) and uses only the robust terms (Charbonnier, L2, census); until
+    # occlusion_start no occlusion masks are applied (masks from a still-poor flow mask the
+    # hard pixels). 0 = from the first flow step.
+    ssim_start: float = 0
+    occlusion_start: float = 0
     # steps per epoch when unit is "epochs"; null = len(content data) // image_batch_size
     steps_per_epoch: int | None = None
 
@@ -89,6 +96,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N, mps
     precision: str = "auto"  # auto (bf16 on CUDA, fp16 on GPUs without bf16, fp32 on CPU), bf16, fp16, fp32
+    # the expander's BatchNorm as SyncBatchNorm under DDP, as in VICReg (statistics over the
+    # global batch): auto (on under NCCL; off in one process and under gloo on CPU, where
+    # SyncBatchNorm does not run), on (CUDA only), off; YAML reads a bare on/off as true/false,
+    # which mean the same
+    sync_bn: str | bool = "auto"
     log_every: int = 20  # steps between metrics.jsonl records
     checkpoint_every: int = 1000  # steps between periodic checkpoints (last.pt is rewritten too)
     keep_checkpoints: int = 3  # periodic checkpoints kept (last.pt always kept)
@@ -430,8 +442,8 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
         overrides: ``section.key=value`` strings (values parsed as YAML, then type-checked).
     """
     path = find_recipe(spec)
-    data = _load_layers(path)
     source = str(path)
+    data = migrate_recipe_dict(_load_layers(path), source)
     recipe = from_dict(Recipe, data, source=source)  # validates the file's own keys first
     if overrides:
         data = to_dict(recipe)
@@ -447,7 +459,34 @@ def load_recipe(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
 
 def recipe_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Recipe:
     """Rebuild a Recipe from its saved plain form (run directory, checkpoint)."""
-    return from_dict(Recipe, data, source=source)
+    return from_dict(Recipe, migrate_recipe_dict(data, source), source=source)
+
+
+def migrate_recipe_dict(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Recipes written before a field moved, read with today's fields (same behaviour).
+
+    ``loss.occlusion_start_step`` (a global step, before 0.x) became ``schedule.occlusion_start``
+    (in the schedule's unit, counted from the flow start).
+    """
+    loss = data.get("loss")
+    if not isinstance(loss, dict) or "occlusion_start_step" not in loss:
+        return data
+    data = {**data, "loss": {k: v for k, v in loss.items() if k != "occlusion_start_step"}}
+    old = loss["occlusion_start_step"]
+    if isinstance(old, bool) or not isinstance(old, int) or old < 0:
+        raise UserError(f"{source}: loss.occlusion_start_step",
+                        f"expected a step number >= 0, got {old!r}")
+    sched = dict(data.get("schedule") or {})
+    per_unit = 1 if sched.get("unit", "epochs") == "steps" else sched.get("steps_per_epoch")
+    flow_start = sched.get("flow_start", ScheduleConfig.flow_start)
+    if old and not (isinstance(per_unit, int) and isinstance(flow_start, (int, float))):
+        raise UserError(f"{source}: loss.occlusion_start_step",
+                        "this field became schedule.occlusion_start (in the schedule's unit, "
+                        "counted from schedule.flow_start); set that instead")
+    if old:
+        sched["occlusion_start"] = max(0.0, old / per_unit - flow_start)
+    data["schedule"] = sched
+    return data
 
 
 MAX_SCHEDULE = 1e9  # steps or epochs; the trainer also bounds the step count it plans
@@ -460,7 +499,7 @@ def validate_recipe(r: Recipe) -> None:
 
     if r.schedule.unit not in ("steps", "epochs"):
         raise bad("schedule.unit", f"expected 'steps' or 'epochs', got {r.schedule.unit!r}")
-    for key in ("total", "warmup", "flow_start"):
+    for key in ("total", "warmup", "flow_start", "ssim_start", "occlusion_start"):
         value = getattr(r.schedule, key)
         if not math.isfinite(value) or value > MAX_SCHEDULE:
             raise bad(f"schedule.{key}", f"expected a finite length of at most {MAX_SCHEDULE:g} "

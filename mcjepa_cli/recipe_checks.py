@@ -85,11 +85,15 @@ class Nums:
 class OneOf:
     values: tuple[Any, ...]
     none: bool = False
+    booleans: bool = False  # true / false allowed too (YAML 1.1 reads a bare on / off so)
 
     def problem(self, v: Any) -> str | None:
         if v is None and self.none:
             return None
-        if v in self.values and not isinstance(v, bool):
+        if isinstance(v, bool):
+            return None if self.booleans else (
+                f"expected one of {', '.join(map(str, self.values))}, got {v!r}")
+        if v in self.values:
             return None
         return f"expected one of {', '.join(map(str, self.values))}, got {v!r}"
 
@@ -185,6 +189,7 @@ def _rules() -> dict[str, Rule]:
         "data.flow[].split": Text(r"[A-Za-z0-9_.-]{1,64}", "a split name"),
         "data.flow[].passes": SubsetOf(("clean", "final")),
         "data.flow[].length": Num(1, BIG),
+        "data.flow[].multiview": Flag(),
         "data.images[].name": OneOf(IMAGE_SOURCE_NAMES),
         "data.images[].root": PATH,
         "data.images[].repeat": Num(1, 1000),
@@ -238,7 +243,6 @@ def _rules() -> dict[str, Rule]:
         "loss.vc_level_weights": Nums(WEIGHT, min_len=1),
         "loss.vc_samples": Num(2, 1e7),
         "loss.occlusion": Flag(),
-        "loss.occlusion_start_step": STEPS,
         "loss.max_occluded_fraction": PROB,
         "loss.flow_encoder_grad": Nums(PROB, min_len=1),
         "optim.lr_encoder": Num(0, 10),
@@ -252,10 +256,13 @@ def _rules() -> dict[str, Rule]:
         "schedule.total": Num(0, BIG, lo_open=True),
         "schedule.warmup": STEPS,
         "schedule.flow_start": STEPS,
+        "schedule.ssim_start": STEPS,
+        "schedule.occlusion_start": STEPS,
         "schedule.steps_per_epoch": Num(1, BIG, none=True),
         "train.seed": Num(0, 2**63 - 1),
         "train.device": Text(r"auto|cpu|mps|cuda(:\d{1,3})?", "auto, cpu, cuda, cuda:N or mps"),
         "train.precision": OneOf(("auto", "bf16", "fp16", "fp32")),
+        "train.sync_bn": OneOf(("auto", "on", "off"), booleans=True),  # YAML: on/off = true/false
         "train.log_every": Num(1, BIG),
         "train.checkpoint_every": Num(1, BIG),
         "train.keep_checkpoints": Num(0, 1e6),

@@ -4,7 +4,8 @@
 Every recipe field is a dataclass field under ``mcjepa_cli.config.Recipe`` (and the dataclasses
 it nests: model, loss, data, synthetic world, augmentations, sources). Type and default come
 from the classes themselves; the meaning is the comment on the field's line or the comment
-lines directly above it, read from the source with ``ast`` and ``tokenize``.
+lines directly above it, read from the source with ``ast`` and ``tokenize``; the source (paper
+or choice) comes from ``mcjepa_cli.provenance``.
 
 Usage:
     python scripts/gen_recipe_docs.py           # rewrite docs/recipes.md
@@ -191,7 +192,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def packaged_recipes() -> list[tuple[str, str, list[tuple[str, str]]]]:
+def packaged_recipes() -> list[tuple[str, str, list[tuple[str, Any]]]]:
     """(name, header comment, [(key, value) differing from the defaults]) per packaged recipe."""
     from mcjepa_cli.config import Recipe, load_recipe
 
@@ -205,9 +206,7 @@ def packaged_recipes() -> list[tuple[str, str, list[tuple[str, str]]]]:
                 break
             header.append(line.lstrip("#").strip())
         values = _flatten(load_recipe(str(path)))
-        diff = [
-            (k, value_text(v)) for k, v in values.items() if k != "name" and defaults.get(k) != v
-        ]
+        diff = [(k, v) for k, v in values.items() if k != "name" and defaults.get(k) != v]
         out.append((path.stem, " ".join(header), diff))
     return out
 
@@ -224,6 +223,40 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# provenance (paper or choice)
+
+
+def value_keys(key: str, value: Any) -> list[str]:
+    """Provenance keys of a packaged recipe's value: ``key`` itself, or for a list of sources
+    ``key[].field`` for every field its table shows (``name`` and the non-default ones)."""
+    if not (isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value)):
+        return [key]
+    shown: list[str] = []
+    for item in value:
+        base = type(item)()
+        for f in dataclasses.fields(item):
+            if f.name not in shown and (
+                f.name == "name" or getattr(item, f.name) != getattr(base, f.name)
+            ):
+                shown.append(f.name)
+    return [f"{key}[].{name}" for name in shown]
+
+
+def _source(entry: tuple[str, str] | None) -> str:
+    if entry is None:
+        return "**unclassified**"
+    kind, source = entry
+    return f"*{kind}*, {_text(source)}"
+
+
+def _value_source(table: dict[str, tuple[str, str]], key: str, value: Any) -> str:
+    keys = value_keys(key, value)
+    if keys == [key]:
+        return _source(table.get(key))
+    return "; ".join(f"`{k.rsplit('.', 1)[1]}`: {_source(table.get(k))}" for k in keys)
+
+
 def _text(text: str) -> str:
     """Source text for Markdown: no raw HTML, no column breaks, RST ``literals`` as `code`."""
     parts = text.replace("``", "`").split("`")  # odd parts are inside `code`
@@ -237,8 +270,11 @@ def render() -> str:
     """The full text of docs/recipes.md."""
     sys.path.insert(0, str(REPO))
     from mcjepa_cli.config import Recipe
+    from mcjepa_cli.provenance import PROVENANCE, RECIPE_PROVENANCE
 
     sections = collect(Recipe)
+    keys = [f.key for s in sections for f in s.fields]
+    n_paper = sum(PROVENANCE.get(k, ("",))[0] == "paper" for k in keys)
     out = [
         "# Recipe reference",
         "",
@@ -258,8 +294,23 @@ def render() -> str:
         "```",
         "",
         "Types: `null` is YAML's empty value; `list of X` is a YAML list; a key written "
-        "`section.list[].field` is a field of each entry of that list. Defaults are the paper's "
-        "setup (DESIGN.md section 1.4) unless a comment says otherwise.",
+        "`section.list[].field` is a field of each entry of that list.",
+        "",
+        "## Defaults",
+        "",
+        "Defaults follow the paper (Bardes, Ponce & LeCun 2023) where it publishes a value; other "
+        "values are choices, marked with their source. The *source* column of every table says "
+        "which: *paper* with where the paper gives it, or *choice* with where the value comes "
+        "from: a method it follows (ARFlow, UFlow, PWC-Net, VICReg, ConvNeXt/timm, PyTorch), a "
+        "measurement of this toolkit with the page that has it, `not published` where the paper "
+        "is silent, or `toolkit` for how a run is executed, logged and stored. The paper publishes "
+        "the architecture, VICReg's weights, expander and augmentations, the optimiser, learning "
+        "rates, batch sizes, schedule, dataset list and the variance-covariance ablation; it does "
+        "not publish the flow-loss weights, the SSIM share, the smoothness constants, the "
+        "occlusion schedule, the dataset sampling ratios, the flow crop size or the decoder "
+        "widths. "
+        f"Of the {len(keys)} fields below, {n_paper} take the paper's value and "
+        f"{len(keys) - n_paper} are choices; the sources are kept in `mcjepa_cli/provenance.py`.",
         "",
         "## Packaged recipes",
         "",
@@ -269,8 +320,22 @@ def render() -> str:
     ]
     for name, header, diff in packaged_recipes():
         out += [f"### `{name}`", "", _text(header), ""]
-        out += ["| key | value |", "|---|---|"]
-        out += [f"| `{k}` | `{_cell(v)}` |" for k, v in diff]
+        table = RECIPE_PROVENANCE.get(name)
+        if table is None:
+            out += ["| key | value |", "|---|---|"]
+            out += [f"| `{k}` | `{_cell(value_text(v))}` |" for k, v in diff]
+        else:
+            out += [
+                "Source of each value below; the values equal to the defaults have the defaults' "
+                "source ([Fields](#fields)).",
+                "",
+                "| key | value | source |",
+                "|---|---|---|",
+            ]
+            out += [
+                f"| `{k}` | `{_cell(value_text(v))}` | {_value_source(table, k, v)} |"
+                for k, v in diff
+            ]
         out.append("")
     out += ["## Fields", ""]
     out += [
@@ -281,10 +346,11 @@ def render() -> str:
         title = f"`{s.key}`" if s.key else "Top level"
         summary = _text(s.summary) + " " if s.summary else ""
         out += [f"### {title}", "", f"{summary}(`{s.cls.__name__}` in `{s.source}`)", ""]
-        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        out += ["| key | type | default | meaning | source |", "|---|---|---|---|---|"]
         for f in s.fields:
             out.append(
-                f"| `{f.key}` | {_cell(f.type)} | `{_cell(f.default)}` | {_text(f.meaning)} |"
+                f"| `{f.key}` | {_cell(f.type)} | `{_cell(f.default)}` | {_text(f.meaning)} "
+                f"| {_source(PROVENANCE.get(f.key))} |"
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"

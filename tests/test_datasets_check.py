@@ -295,6 +295,21 @@ def test_kitti_2012_grey_cameras_and_flow_noc(tmp_path: Path) -> None:
     assert c.status == "broken" and "000000_11.png: size" in c.problem
 
 
+def test_kitti_multiview_frames_are_counted_apart(tmp_path: Path) -> None:
+    """The multi-view extension unpacked into training/image_2: the counts agree with the
+    pretraining listing (the 10 -> 11 pair per scene) and name the multi-view pairs apart."""
+    root = tmp_path / "kitti2015"
+    for i in range(2):
+        for f in range(21):  # 000000_00.png ... 000000_20.png
+            _frame(root / "training" / "image_2" / f"{i:06d}_{f:02d}.png", i + f)
+        _kitti(root / "training" / "flow_occ" / f"{i:06d}_10.png")
+    c = check_dataset("kitti-2015", root)
+    assert c.status == "ok", c.problem
+    assert c.counts == {"pairs": 2, "frames": 4, "flows": 2, "masks": 0, "pretrain_pairs": 2,
+                        "multiview_pairs": 40}
+    assert any("multiview: true uses all 40" in n for n in c.notes), c.notes
+
+
 def test_things_and_hd1k(tmp_path: Path) -> None:
     things = tmp_path / "things"
     seq = Path("TRAIN") / "A" / "0000"

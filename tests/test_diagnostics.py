@@ -54,7 +54,7 @@ def _separate_norm(model, batch, cfg, only: str, level: str | None = None) -> fl
     solo = dataclasses.replace(cfg, **weights)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(123)  # the same VC samples as the combined pass
-    loss, _ = mcjepa_objective(model, batch, solo, step=0, flow_on=True)
+    loss, _ = mcjepa_objective(model, batch, solo, flow_on=True)
     loss.backward()
     prefix = {None: ("",), "s2": ("stem_a.",), "s4": ("stem_b.", "stem_norm.", "stages.0."),
               "s8": ("stages.1.",), "s16": ("stages.2.",), "s32": ("stages.3.",),
@@ -68,7 +68,7 @@ def test_encoder_gradient_norms_equal_separate_backward_passes():
     recipe, model, batch = _tiny_setup()
     cfg = dataclasses.replace(recipe.loss, feature_regression=0.3, cycle=0.2)
     torch.manual_seed(123)
-    loss, terms = mcjepa_objective(model, batch, cfg, step=0, flow_on=True)
+    loss, terms = mcjepa_objective(model, batch, cfg, flow_on=True)
     parts = objective_parts(terms, cfg)
     assert set(parts) == set(ISOLATE)
     # the parts add up to the loss that is optimised
@@ -96,7 +96,7 @@ def test_zero_weight_objective_is_left_out():
     recipe, model, batch = _tiny_setup()
     cfg = dataclasses.replace(recipe.loss, cycle=0.0, content_weight=0.0)
     torch.manual_seed(0)
-    _, terms = mcjepa_objective(model, batch, cfg, step=0, flow_on=True)
+    _, terms = mcjepa_objective(model, batch, cfg, flow_on=True)
     assert set(objective_parts(terms, cfg)) == set(ISOLATE) - {"cycle", "vicreg"}
 
 
@@ -135,7 +135,7 @@ def test_flow_encoder_grad_scales_only_the_flow_heads_gradient_into_the_encoder(
     norms, head_grads, losses = {}, {}, {}
     for name, cfg in (("full", full), ("scaled", scaled)):
         torch.manual_seed(5)
-        loss, terms = mcjepa_objective(model, batch, cfg, step=0, flow_on=True)
+        loss, terms = mcjepa_objective(model, batch, cfg, flow_on=True)
         losses[name] = float(loss.detach())
         parts = objective_parts(terms, cfg)
         norms[name], _ = encoder_gradient_norms(parts, params)

@@ -107,14 +107,55 @@ def test_kitti_layouts_including_multiview(tmp_path: Path) -> None:
         ("000001_10.png", "000001_11.png"),
     ]
     assert sorted(_levels(ds[i]) for i in range(2)) == [(50, 60), (150, 160)]
-    # KITTI 2012 keeps its frames in colored_0; the multi-view extension adds frames 00..20
+    # KITTI 2012 keeps its frames in colored_0; the multi-view extension adds frames 00..20,
+    # used only with multiview: true (by default the benchmark's 10 -> 11 pair alone)
     root12 = tmp_path / "KITTI2012"
     _sequence(
         root12 / "training" / "colored_0", [f"000000_{k:02d}.png" for k in (9, 10, 11, 12)], 10
     )
     _save(root12 / "training" / "colored_0" / "000000_15.png", _flat(0))  # isolated: no pair
     ds12 = _flow_ds([FlowSource("kitti-2012", str(root12))])
+    assert [_levels(ds12[i]) for i in range(len(ds12))] == [(20, 30)]
+    ds12 = _flow_ds([FlowSource("kitti-2012", str(root12), multiview=True)])
     assert sorted(_levels(ds12[i]) for i in range(len(ds12))) == [(10, 20), (20, 30), (30, 40)]
+
+
+def _kitti_multiview(root: Path, scenes: int, frames: range) -> None:
+    """KITTI 2015 with the multi-view extension unpacked into training/image_2 (tiny PNGs)."""
+    for s in range(scenes):
+        _sequence(root / "training" / "image_2", [f"{s:06d}_{k:02d}.png" for k in frames],
+                  s * 7)
+
+
+def test_kitti_multiview_frames_are_listed_only_on_request(tmp_path: Path) -> None:
+    merged = tmp_path / "KITTI2015"
+    _kitti_multiview(merged, scenes=2, frames=range(21))  # 000000_00.png ... 000001_20.png
+    ds = _flow_ds([FlowSource("kitti-2015", str(merged))])
+    src = ds.sources[0]
+    # the benchmark's pair per scene, as the recipes' repeat counts assume (not 20 per scene)
+    assert [tuple(p.name for p in src.files(i)) for i in range(len(ds))] == [
+        ("000000_10.png", "000000_11.png"), ("000001_10.png", "000001_11.png")]
+    every = _flow_ds([FlowSource("kitti-2015", str(merged), multiview=True)])
+    names = [tuple(p.name for p in every.sources[0].files(i)) for i in range(len(every))]
+    assert len(names) == 2 * 20 and names[0] == ("000000_00.png", "000000_01.png")
+    assert names[19] == ("000000_19.png", "000000_20.png")
+    assert _levels(every[0]) == (0, 10)
+    # repeat counts the listing: 3 x 2 pairs, 3 x 40 with multiview
+    assert len(_flow_ds([FlowSource("kitti-2015", str(merged), repeat=3)])) == 6
+    assert len(_flow_ds([FlowSource("kitti-2015", str(merged), repeat=3, multiview=True)])) == 120
+
+    # root pointed at a multi-view folder without the benchmark's 10 / 11 frames: one line
+    # saying how to use it
+    only_mv = tmp_path / "multiview"
+    _kitti_multiview(only_mv, scenes=1, frames=range(0, 5))
+    with pytest.raises(UserError) as e:
+        _flow_ds([FlowSource("kitti-2015", str(only_mv))])
+    assert "data.flow[0].multiview: true" in e.value.expected
+    assert len(_flow_ds([FlowSource("kitti-2015", str(only_mv), multiview=True)])) == 4
+    # multiview is a KITTI option only
+    with pytest.raises(UserError) as e:
+        _flow_ds([FlowSource("synthetic", multiview=True)])
+    assert e.value.culprit == "data.flow[0].multiview"
 
 
 def test_chairs_layout_and_split_file(tmp_path: Path) -> None:

@@ -122,6 +122,15 @@ def _pretrain_pairs(check: DatasetCheck, name: str, root: Path, passes: list[str
     source = build_flow_source(src, height=64, width=64, seed=0)
     check.counts["pretrain_pairs"] = len(source)
     source.load(0)  # both frames, same-size check included
+    if name in ("kitti-2015", "kitti-2012"):  # multi-view frames: listed only on request
+        src.multiview = True
+        every = len(build_flow_source(src, height=64, width=64, seed=0))
+        if every > len(source):
+            check.counts["multiview_pairs"] = every
+            check.notes.append(
+                f"multi-view frames present: pretraining uses the 10 -> 11 pair of each scene "
+                f"({len(source)} pairs); data.flow[i].multiview: true uses all {every} "
+                "consecutive pairs")
 
 
 def _check_flow_benchmark(check: DatasetCheck, root: Path) -> None:

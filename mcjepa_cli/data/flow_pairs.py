@@ -150,16 +150,27 @@ def list_sintel_pairs(
 
 
 _KITTI_NAME = r"(\d+)_(\d+)\.png"
+KITTI_PAIR = (10, 11)  # the two-frame benchmark's frames of each scene (flow is given for 10)
 
 
 def list_kitti_pairs(
-    root: Path, split: str = "training", image_dir: str = "image_2"
+    root: Path, split: str = "training", image_dir: str = "image_2", multiview: bool = False
 ) -> list[tuple[Path, Path]]:
-    """``root/<split>/<image_dir>/<id>_<frame>.png``: frame k -> k+1 of every id.
+    """``root/<split>/<image_dir>/<id>_<frame>.png``: the 10 -> 11 pair of every id.
 
-    The two-frame benchmark gives 10 -> 11 only (torchvision's KittiFlow pairs); with the
-    multi-view extension unpacked into the same folder, every consecutive pair 00 -> 01 ...
-    19 -> 20 of each id is used.
+    The two-frame benchmark ships frames 10 and 11 of each scene (torchvision's KittiFlow
+    pairs): ~200 pairs per KITTI version, what the recipes' ``repeat`` counts assume. The
+    multi-view extension (``data_scene_flow_multiview.zip``, ``data_stereo_flow_multiview.zip``)
+    ships frames 00 ... 20 of each scene; found in the same folder (unpacked into it, or
+    ``root`` pointed at it) they are left out, so that a merged folder does not give 20 pairs
+    per scene and multiply the source's share of the mix.
+
+    Args:
+        root: the dataset's own folder (holding ``training/``).
+        split: ``training`` or ``testing``.
+        image_dir: ``image_2`` (2015), ``colored_0`` or ``image_0`` (2012).
+        multiview: use every consecutive pair of each scene (00 -> 01 ... 19 -> 20, where
+            both frames exist) instead: ~20x the pairs; lower the source's ``repeat`` to match.
     """
     by_id: dict[str, dict[int, Path]] = defaultdict(dict)
     for path in _images_in(root / split / image_dir, _KITTI_NAME):
@@ -167,9 +178,13 @@ def list_kitti_pairs(
         assert m is not None
         by_id[m.group(1)][int(m.group(2))] = path
     pairs = []
+    first, second = KITTI_PAIR
     for ident in sorted(by_id, key=natural_key):
         frames = by_id[ident]
-        pairs += [(frames[k], frames[k + 1]) for k in sorted(frames) if k + 1 in frames]
+        if multiview:
+            pairs += [(frames[k], frames[k + 1]) for k in sorted(frames) if k + 1 in frames]
+        elif first in frames and second in frames:
+            pairs.append((frames[first], frames[second]))
     return pairs
 
 
@@ -431,7 +446,8 @@ def build_flow_source(
     """Build one source of frame pairs from its recipe entry.
 
     Args:
-        src: the recipe entry (``name``, ``root``, ``split``, ``passes``, ``length``).
+        src: the recipe entry (``name``, ``root``, ``split``, ``passes``, ``length``,
+            ``multiview``).
         height: training crop height (synthetic frames are rendered at this size).
         width: training crop width.
         seed: seed of the synthetic world.
@@ -449,6 +465,8 @@ def build_flow_source(
         raise UserError(
             f"{key}.name", f"expected one of {', '.join(FLOW_SOURCE_NAMES)}, got {src.name!r}"
         )
+    if src.multiview and name not in ("kitti-2015", "kitti-2012"):
+        raise UserError(f"{key}.multiview", f"only for kitti-2015 and kitti-2012, not {name}")
     if name == "synthetic":
         return SyntheticPairSource(height, width, int(src.length), seed, synthetic_cfg)
     layout = FLOW_LAYOUTS[name]
@@ -474,7 +492,11 @@ def build_flow_source(
             image_dir = "image_2" if name == "kitti-2015" else "colored_0"
             if name == "kitti-2012" and not (root / split / image_dir).is_dir():
                 image_dir = "image_0"  # the grey left camera (expanded to RGB) when no colour
-            pairs = list_kitti_pairs(root, split, image_dir)
+            pairs = list_kitti_pairs(root, split, image_dir, multiview=src.multiview)
+            if not pairs and list_kitti_pairs(root, split, image_dir, multiview=True):
+                raise UserError(root / split / image_dir, "holds multi-view frames but no "
+                                "NNNNNN_10.png / NNNNNN_11.png pair: set "
+                                f"{key}.multiview: true to use the multi-view pairs")
         elif name == "chairs":
             pairs = list_chairs_pairs(root, split)
         elif name == "things":

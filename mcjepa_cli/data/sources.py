@@ -22,6 +22,11 @@ class FlowSource:
     split: str = "training"  # benchmark split whose frames are used
     passes: list[str] = field(default_factory=lambda: ["clean", "final"])  # Sintel / Things passes
     length: int = 100000  # synthetic only: pairs per epoch of this source (the world is endless)
+    # KITTI only: false = the benchmark's 10 -> 11 pair of each scene (~200 per version, what
+    # the recipes' repeat counts assume), even where the multi-view extension's frames 00-20
+    # share the folder; true = every consecutive pair 00 -> 01 ... 19 -> 20 (~20x as many:
+    # lower repeat to keep the source's share of the mix)
+    multiview: bool = False
 
 
 @dataclass

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from mcjepa_cli.errors import UserError
 
 
 def launched_by_torchrun() -> bool:
@@ -27,6 +30,11 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
+
+
+def backend() -> str | None:
+    """The process group's backend (``"nccl"``, ``"gloo"``); None when not distributed."""
+    return str(dist.get_backend()) if is_initialized() else None
 
 
 def local_rank() -> int:
@@ -82,3 +90,53 @@ def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     out = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(out, t)
     return out
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """All-gather one picklable object per rank (rank order); ``[obj]`` in one process.
+
+    For small per-rank states (random-number generators): with NCCL the pickled bytes travel
+    through the current CUDA device, which ``pretrain`` sets per rank.
+    """
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+SYNC_BN_CHOICES = ("auto", "on", "off")
+
+
+def sync_bn_enabled(choice: str | bool, device_type: str, group_backend: str | None) -> bool:
+    """Whether the expander's BatchNorm layers become SyncBatchNorm (recipe ``train.sync_bn``).
+
+    VICReg synchronises its expander's BatchNorm statistics over all GPUs; SyncBatchNorm runs
+    only on GPUs (torch raises for CPU tensors once a process group exists; DESIGN.md
+    section 6), so under gloo on CPU the expander keeps per-process BatchNorm.
+
+    Args:
+        choice: ``auto`` (on when the process group runs NCCL, off otherwise: one process, or
+            gloo), ``on`` (CUDA only) or ``off``; True / False (YAML's reading of a bare
+            ``on`` / ``off``) mean ``on`` / ``off``.
+        device_type: the run's device type (``cuda``, ``cpu``, ``mps``).
+        group_backend: :func:`backend` (None when not distributed).
+
+    Raises:
+        UserError: ``on`` on CPU / gloo (or another non-CUDA device), or an unknown choice.
+    """
+    if isinstance(choice, bool):
+        choice = "on" if choice else "off"
+    if choice == "off":
+        return False
+    if choice == "auto":
+        return group_backend == "nccl"
+    if choice != "on":
+        raise UserError("train.sync_bn", f"expected one of {', '.join(SYNC_BN_CHOICES)}, "
+                        f"got {choice!r}")
+    if device_type != "cuda" or group_backend not in (None, "nccl"):
+        run = f"{group_backend} on {device_type}" if group_backend else device_type
+        raise UserError("train.sync_bn", f"'on' needs CUDA GPUs (NCCL), this run uses {run}: "
+                        "SyncBatchNorm does not run on CPU/gloo; use auto (plain BatchNorm "
+                        "there) or off")
+    return True

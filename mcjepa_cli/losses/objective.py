@@ -31,7 +31,7 @@ class LossConfig:
     photometric: float = 1.0
     photo_l1: float = 0.15  # robust (Charbonnier) L1 share of the per-pixel distance
     photo_l2: float = 0.0
-    photo_ssim: float = 0.85
+    photo_ssim: float = 0.85  # from schedule.ssim_start on (counted from the flow start)
     photo_census: float = 0.0  # 7x7 soft census; slower (~20% on CPU), optional
     level_decay: float = 0.5
     smoothness: float = 2.0  # edge-aware smoothness of the finest level's flow
@@ -47,8 +47,7 @@ class LossConfig:
     vc_level_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.5, 0.5, 0.25])
     vc_samples: int = 1024  # feature vectors sampled per level for the VC terms
     # forward-backward occlusion masking of the reconstruction / regression terms
-    occlusion: bool = True
-    occlusion_start_step: int = 0  # global step from which occlusion masks are applied
+    occlusion: bool = True  # from schedule.occlusion_start on (counted from the flow start)
     # a sample whose occluded fraction exceeds this is left unmasked (flow still poor)
     max_occluded_fraction: float = 0.5
     # VICReg on the content branch
@@ -63,6 +62,17 @@ class LossConfig:
     # Below 1 it keeps a heavily weighted reconstruction from setting the course of the levels
     # that content and label propagation read (docs/ablations.md has the gradient norms).
     flow_encoder_grad: list[float] = field(default_factory=lambda: [1.0])
+
+
+@dataclass(frozen=True)
+class FlowStage:
+    """Which switchable parts of the flow objective are on at a step (``schedule.*_start``)."""
+
+    ssim: bool = True  # the SSIM share of the reconstruction (loss.photo_ssim)
+    occlusion: bool = True  # occlusion masking (when loss.occlusion is true)
+
+
+FULL_STAGE = FlowStage()
 
 
 def _per_level(values: list[float], level: int) -> float:
@@ -96,14 +106,14 @@ def _guarded_occlusion(fw: torch.Tensor, bw: torch.Tensor, max_fraction: float,
 
 
 def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfig,
-                   step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   stage: FlowStage = FULL_STAGE) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Flow losses on frame pairs, both directions estimated.
 
     Args:
         model: an (unwrapped) MCJEPA.
         img1, img2: (B, 3, H, W) frames in [0, 1]; H and W multiples of the coarsest flow stride.
         cfg: loss weights.
-        step: global step (for the occlusion schedule).
+        stage: which staged parts (SSIM share, occlusion masks) are on at this step.
 
     Returns:
         (weighted L_flow, dict of unweighted terms).
@@ -122,7 +132,8 @@ def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfi
     flows = dict(zip(strides, flows_list))
     images_a = torch.cat((img1, img2), 0)
     images_b = torch.cat((img2, img1), 0)
-    use_occ = cfg.occlusion and step >= cfg.occlusion_start_step
+    use_occ = cfg.occlusion and stage.occlusion
+    ssim_share = cfg.photo_ssim if stage.ssim else 0.0
 
     def visibility(fw: torch.Tensor) -> torch.Tensor:
         bw = torch.cat((fw[b:], fw[:b]), 0)  # the opposite direction for each sample
@@ -148,7 +159,7 @@ def flow_objective(model, img1: torch.Tensor, img2: torch.Tensor, cfg: LossConfi
         vis = visibility(f)
         warped, inside = warp(ib, f, align_corners=ac, return_mask=True)
         d = photometric_distance(ia, warped, l1=cfg.photo_l1, l2=cfg.photo_l2,
-                                 ssim=cfg.photo_ssim, census=cfg.photo_census)
+                                 ssim=ssim_share, census=cfg.photo_census)
         photo = photo + weight * masked_mean(d, vis * inside)
         wsum += weight
         if k == n_levels - 1:
@@ -224,13 +235,17 @@ def content_objective(model, view1: torch.Tensor, view2: torch.Tensor,
     return out["loss"], terms
 
 
-def mcjepa_objective(model, batch: dict[str, torch.Tensor], cfg: LossConfig, step: int,
-                     flow_on: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss ``flow_weight * L_flow + content_weight * L_ssl`` and every named term."""
+def mcjepa_objective(model, batch: dict[str, torch.Tensor], cfg: LossConfig, flow_on: bool,
+                     stage: FlowStage = FULL_STAGE) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss ``flow_weight * L_flow + content_weight * L_ssl`` and every named term.
+
+    ``flow_on``: the flow objective has started (``schedule.flow_start``); ``stage``: which of
+    its staged parts are on.
+    """
     terms: dict[str, torch.Tensor] = {}
     total = None
     if flow_on and "image1" in batch:
-        lf, tf = flow_objective(model, batch["image1"], batch["image2"], cfg, step)
+        lf, tf = flow_objective(model, batch["image1"], batch["image2"], cfg, stage)
         terms.update(tf)
         total = cfg.flow_weight * lf
     if model.expander is not None and "view1" in batch:
