@@ -48,6 +48,7 @@ from mcjepa_cli.engine.sampling import KeyedDataset, StepBatchSampler
 from mcjepa_cli.engine.schedules import warmup_cosine
 from mcjepa_cli.errors import RunFailed, UserError
 from mcjepa_cli.io.atomic import atomic_write_text
+from mcjepa_cli.io.jsonl import step_records
 from mcjepa_cli.losses.objective import FlowStage, LossConfig, mcjepa_objective, objective_parts
 from mcjepa_cli.models import MCJEPA, build_model
 
@@ -920,7 +921,7 @@ def eval_set_epes(model: MCJEPA, sets: list[tuple[str, Any]], device: torch.devi
     with flow-eval's own scoring (``image_stats``: valid pixels, KITTI/Sintel conventions)."""
     if not sets:
         return {}
-    from mcjepa_cli.eval.flow_eval import _predict
+    from mcjepa_cli.eval.flow_eval import predict_flows
     from mcjepa_cli.eval.flow_metrics import FlowMetricAccumulator, image_stats
 
     was_training = model.training
@@ -930,7 +931,7 @@ def eval_set_epes(model: MCJEPA, sets: list[tuple[str, Any]], device: torch.devi
         with torch.inference_mode():
             for label, evalset in sets:
                 acc = FlowMetricAccumulator()
-                for index, flow in _predict(model, evalset, device, batch_size):
+                for index, flow in predict_flows(model, evalset, device, batch_size):
                     target = evalset.load_target(index)
                     acc.add(image_stats(flow, target.flow, target.valid, target.occlusion))
                 out[label] = float(acc.summary("pooled")["epe"])
@@ -983,20 +984,11 @@ def _metrics_up_to(path: Path, step: int) -> tuple[list[str], int]:
     resumed checkpoint, before a kill), and how many lines were not records (not UTF-8, not a
     JSON object, no whole-number step) besides a final line cut short by a kill."""
     kept, bad = [], 0
-    lines = path.read_bytes().split(b"\n")
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-            rec_step = rec["step"]
-            if isinstance(rec_step, bool) or not isinstance(rec_step, int):
-                raise TypeError(rec_step)
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-            bad += i < len(lines) - 1  # the last line may be half-written by a kill: not "bad"
-            continue
-        if rec_step <= step:
-            kept.append(raw.decode("utf-8"))
+    for last, text, rec in step_records(path):
+        if rec is None:
+            bad += not last  # the last line may be half-written by a kill: not "bad"
+        elif rec["step"] <= step:
+            kept.append(text)
     return kept, bad
 
 

@@ -77,7 +77,7 @@ def _stack(
     return torch.stack(frames).to(device)
 
 
-def _predict(
+def predict_flows(
     model: FlowModel, evalset: FlowEvalSet, device: torch.device, batch_size: int
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(pair index, predicted flow (H, W, 2) float32)`` for every pair of the set."""
@@ -292,7 +292,7 @@ def flow_eval(
             overall = FlowMetricAccumulator()
             by_seq: dict[str, FlowMetricAccumulator] = defaultdict(FlowMetricAccumulator)
             if net is not None:
-                predicted = _predict(net, evalset, dev, batch_size)
+                predicted = predict_flows(net, evalset, dev, batch_size)
             else:
                 predicted = ((i, None) for i in range(len(evalset)))
             for index, flow in predicted:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mcjepa_cli.errors import UserError
 from mcjepa_cli.io.atomic import atomic_path, atomic_write_text
+from mcjepa_cli.io.jsonl import step_records
 
 # metrics.jsonl keys that are not loss terms
 NOT_TERMS = {"step", "epoch", "lr", "steps_per_s", "pairs_per_s", "images_per_s", "time",
@@ -29,12 +30,8 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """(training records, eval records) of a ``metrics.jsonl``; lines that are not JSON
     objects with a step (a record being written, a damaged line) are skipped."""
     train, evals = [], []
-    for raw in path.read_bytes().split(b"\n"):
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+    for _, _, rec in step_records(path):
+        if rec is None:
             continue
         if rec.get("event") == "eval":
             evals.append(rec)
