@@ -79,18 +79,29 @@ def _grid(plt: Any, n: int, title: str) -> tuple[Any, list[Any]]:
     return fig, flat[:n]
 
 
-def _plot_terms(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
-    keys = [k for k in train[-1] if k not in NOT_TERMS and _series(train, k)[0]]
+def _plot_series(plt: Any, train: list[dict[str, Any]], keys: list[str], out: Path, title: str,
+                 scale: Any, label: Any) -> bool:
+    """One panel per key of ``train`` on a grid; ``scale(ax, ys)`` sets the y axis."""
     if not keys:
         return False
-    fig, axes = _grid(plt, len(keys), f"{run_name}: loss terms (metrics.jsonl)")
+    fig, axes = _grid(plt, len(keys), title)
     for ax, key in zip(axes, keys, strict=True):
         xs, ys = _series(train, key)
         ax.plot(xs, ys, lw=1)
-        if min(ys) > 0 and max(ys) / min(ys) > 50:
-            ax.set_yscale("log")
-        _style(ax, key)
+        scale(ax, ys)
+        _style(ax, label(key))
     return _finish(plt, fig, out)
+
+
+def _log_if_wide(ax: Any, ys: list[float]) -> None:
+    if min(ys) > 0 and max(ys) / min(ys) > 50:
+        ax.set_yscale("log")
+
+
+def _plot_terms(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
+    keys = [k for k in train[-1] if k not in NOT_TERMS and _series(train, k)[0]]
+    return _plot_series(plt, train, keys, out, f"{run_name}: loss terms (metrics.jsonl)",
+                        _log_if_wide, str)
 
 
 def _plot_optim(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
@@ -112,15 +123,9 @@ def _plot_optim(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str)
 
 def _plot_throughput(plt: Any, train: list[dict[str, Any]], out: Path, run_name: str) -> bool:
     keys = [k for k in THROUGHPUT if any(r.get(k) for r in train)]
-    if not keys:
-        return False
-    fig, axes = _grid(plt, len(keys), f"{run_name}: throughput")
-    for ax, key in zip(axes, keys, strict=True):
-        xs, ys = _series(train, key)
-        ax.plot(xs, ys, lw=1)
-        ax.set_ylim(bottom=0)
-        _style(ax, key.replace("_per_s", " / s"))
-    return _finish(plt, fig, out)
+    return _plot_series(plt, train, keys, out, f"{run_name}: throughput",
+                        lambda ax, ys: ax.set_ylim(bottom=0),
+                        lambda key: key.replace("_per_s", " / s"))
 
 
 def _plot_eval(plt: Any, evals: list[dict[str, Any]], summary: dict[str, Any] | None,
